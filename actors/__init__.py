@@ -1,0 +1,1 @@
+"""Ray actors and tasks: thin shells that own state and schedule work; the logic lives in `orchestrator`."""

@@ -1,0 +1,55 @@
+"""Joining or starting Ray, and creating this node's actors (idempotently, by name)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from actors.jobs import JobSupervisor
+from actors.naming import NAMESPACE, jobs_name, peer_name, pinned
+from actors.peer import PeerActor
+from orchestrator.config import Settings
+
+# Ray's own token auth would be switched on by a stray ~/.ray/auth_token; we choose explicitly.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def connect(settings: Settings) -> bool:
+    """Join the cluster at `ray_address`, or start an embedded local head. True if we started Ray."""
+    if ray.is_initialized():
+        return False
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=NAMESPACE, _node_ip_address=settings.ray_node_ip,
+                 logging_level="WARNING")
+        return False
+    ray.init(namespace=NAMESPACE, _node_ip_address=settings.ray_node_ip, include_dashboard=settings.ray_dashboard,
+             num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus, logging_level="WARNING")
+    return True
+
+
+@dataclass(frozen=True)
+class NodeActors:
+    node_id: str
+    ray_node_id: str
+    peer: Any
+    jobs: Any
+
+
+def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: str | None = None) -> NodeActors:
+    """Get or create `peer:<node_id>` and `jobs:<node_id>`, pinned to this node's Ray node."""
+    ray_node_id = ray_node_id or ray.get_runtime_context().get_node_id()
+    settings.node_dir().mkdir(parents=True, exist_ok=True)
+    common = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=pinned(ray_node_id))
+    peer = PeerActor.options(name=peer_name(settings.node_id), **common).remote(
+        settings.node_id, host, port, ray_node_id, settings)
+    jobs = JobSupervisor.options(name=jobs_name(settings.node_id), **common).remote(
+        settings.node_id, ray_node_id, settings)
+    return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs)
+
+
+def jobs_actor(node_id: str) -> Any:
+    """Another node's JobSupervisor, for calls about jobs that live there; ValueError if none."""
+    return ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)

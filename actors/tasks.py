@@ -1,0 +1,42 @@
+"""The Ray tasks that do the work of jobs. Each runs one attempt of one job on its node."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.naming import NAMESPACE, jobs_name
+from orchestrator.cluster.job_types import get_job_type
+
+REPORT_TIMEOUT_S = 30.0
+
+
+class RayJobContext:
+    """The JobContext a job sees: progress goes to its node's JobSupervisor, which answers 'stop?'."""
+
+    def __init__(self, job_id: str, node_id: str, attempt: int, data_dir: str) -> None:
+        self.job_id = job_id
+        self.node_id = node_id
+        self.attempt = attempt
+        self.data_dir = Path(data_dir)
+        self.device = "cuda" if ray.get_gpu_ids() else "cpu"
+        self.stop_seen = False
+        self._supervisor = ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)
+
+    def report(self, progress: dict[str, Any]) -> bool:
+        try:
+            stop = ray.get(self._supervisor.report.remote(self.job_id, self.attempt, progress), timeout=REPORT_TIMEOUT_S)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            # The supervisor is restarting; keep working, the next report will get through.
+            return self.stop_seen
+        self.stop_seen = self.stop_seen or bool(stop)
+        return self.stop_seen
+
+
+@ray.remote(max_retries=0)
+def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str) -> dict[str, Any]:
+    kind = get_job_type(job_type)
+    ctx = RayJobContext(job_id, node_id, attempt, data_dir)
+    result = kind.run(kind.config_model.model_validate(config), ctx)
+    return {"result": result, "stopped": ctx.stop_seen}

@@ -1,0 +1,1 @@
+"""Cluster rules: membership, jobs, election (pure Python with injectable clocks)."""

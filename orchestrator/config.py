@@ -1,0 +1,116 @@
+"""Node settings: command-line flags beat environment variables (`P2P_*`), which beat the
+`metadata: orchestrator:` section of `cluster.yaml`, which beats the defaults here.
+
+Every timing carries its unit in its name and is configurable, so tests can run the whole
+membership cycle in seconds while production keeps longer windows.
+"""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_PORT = 8770
+LOOPBACK_HOST = "127.0.0.1"
+MAX_BODY_BYTES = 1 << 20
+
+
+def load_cluster_metadata(path: Path | None) -> dict[str, Any]:
+    """The orchestrator's own section of a Ray cluster-launcher file (Ray ignores `metadata`)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    section = (document.get("metadata") or {}).get("orchestrator") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: metadata.orchestrator must be a mapping")
+    return section
+
+
+class _ClusterYamlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._values = load_cluster_metadata(path)
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is what pydantic uses
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="P2P_", extra="ignore", frozen=True)
+
+    node_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    host: str | None = None  # bind address; None = loopback without a token, all interfaces with one
+    auth_token: str | None = None
+    auth_token_file: Path | None = None
+    insecure: bool = False  # serve beyond loopback without a token
+    advertise_host: str | None = None  # how peers reach this node's gateway
+    data_dir: Path = Path("data")
+    cluster_config: Path | None = None
+    ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    ray_node_ip: str = "127.0.0.2"  # loopback alias: Ray rewrites 127.0.0.1 to the external address
+    ray_dashboard: bool = True
+    ray_num_cpus: int | None = None
+    ray_num_gpus: int | None = None
+
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    peer_timeout_s: float = Field(10.0, gt=0)  # silent this long: suspect
+    dead_after_s: float = Field(30.0, gt=0)  # silent this long: dead
+    retire_after_s: float = Field(3600.0, gt=0)  # offline this long: retired (sticky)
+    stuck_after_s: float = Field(300.0, gt=0)  # a running job silent this long is stuck
+    view_refresh_s: float = Field(0.5, gt=0)  # how stale the gateway's cached view may be
+    actor_call_timeout_s: float = Field(30.0, gt=0)
+
+    temp_max_age_s: float = Field(3600.0, ge=0)  # *.tmp older than this are removed by /cleanup
+    partial_max_age_s: float = Field(86400.0, ge=0)  # *.partial downloads likewise
+    data_retention_days: float | None = Field(None, gt=0)  # selfplay data older than this; None keeps all
+
+    voters: list[str] = Field(default_factory=list)
+    games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
+    max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        init_values = init_settings() if callable(init_settings) else {}
+        path = init_values.get("cluster_config") or env_settings().get("cluster_config")
+        return (init_settings, env_settings, _ClusterYamlSource(settings_cls, path))
+
+    @field_validator("auth_token")
+    @classmethod
+    def _non_empty_token(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_timings(self) -> "Settings":
+        if not self.peer_timeout_s <= self.dead_after_s <= self.retire_after_s:
+            raise ValueError("timings must satisfy peer_timeout_s <= dead_after_s <= retire_after_s")
+        return self
+
+    def token(self) -> str | None:
+        if self.auth_token:
+            return self.auth_token
+        if self.auth_token_file:
+            return Path(self.auth_token_file).read_text().strip() or None
+        return None
+
+    def bind_host(self) -> str:
+        """Without a token the gateway serves loopback only, unless explicitly made insecure."""
+        if self.host is None:
+            return "0.0.0.0" if (self.token() or self.insecure) else LOOPBACK_HOST
+        if not (self.token() or self.insecure) and not _is_loopback(self.host):
+            raise ValueError(f"refusing to serve {self.host} without an auth token; set one or pass --insecure")
+        return self.host
+
+    def node_dir(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"

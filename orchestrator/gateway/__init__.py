@@ -1,0 +1,1 @@
+"""The aiohttp gateway: routes, auth and error middleware, OpenAPI. Handlers stay thin."""

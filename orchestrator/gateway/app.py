@@ -1,0 +1,42 @@
+"""Building and serving the gateway application for one node."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from orchestrator.gateway import middleware, routes_admin, routes_core, routes_jobs
+from orchestrator.gateway.endpoint import Endpoint, mount
+from orchestrator.gateway.node import NodeGateway
+from orchestrator.gateway.openapi import build_openapi
+
+ROUTE_MODULES = (routes_core, routes_admin, routes_jobs)
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [endpoint for module in ROUTE_MODULES for endpoint in module.ENDPOINTS]
+
+
+def build_app(node: NodeGateway) -> web.Application:
+    settings = node.settings
+    app = web.Application(middlewares=[middleware.errors, middleware.auth(settings.token())],
+                          client_max_size=settings.max_body_bytes)
+    endpoints = all_endpoints()
+    mount(app, endpoints, node)
+    app["node"] = node
+    app["openapi"] = build_openapi(endpoints)
+    app["max_body_bytes"] = settings.max_body_bytes
+
+    async def lifecycle(app: web.Application):
+        await node.start()
+        yield
+        await node.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(node: NodeGateway) -> web.AppRunner:
+    """Start serving on the configured address; the caller owns the returned runner."""
+    runner = web.AppRunner(build_app(node), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, node.settings.bind_host(), node.settings.port).start()
+    return runner

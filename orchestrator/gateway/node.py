@@ -1,0 +1,110 @@
+"""The gateway's handle on its node: actor handles plus a cached view of the cluster.
+
+`/health` and `/status` are answered from the cache, refreshed every `view_refresh_s` and
+right after any call that changes state, so reads never wait on an actor round trip.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable
+
+from actors.bootstrap import NodeActors
+from orchestrator import __version__
+from orchestrator.cluster.membership import cluster_health
+from orchestrator.config import Settings
+from orchestrator.errors import Unavailable
+
+log = logging.getLogger(__name__)
+HEALTH_RULE = ("critical: no leader known or fewer than a strict majority of non-retired peers alive; "
+               "degraded: a non-retired peer suspect or dead, or a job stuck; healthy: otherwise")
+
+
+class NodeGateway:
+    def __init__(self, settings: Settings, actors: NodeActors) -> None:
+        self.settings = settings
+        self.actors = actors
+        self.node_id = settings.node_id
+        self.started = time.monotonic()
+        self._snapshot: dict[str, Any] = {"peers": [], "eligible": [self.node_id]}
+        self._jobs: list[dict[str, Any]] = []
+        self._refreshed_at = 0.0
+        self._refresher: asyncio.Task | None = None
+
+    # --- actor calls -----------------------------------------------------------------------
+    async def call(self, ref: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(ref, self.settings.actor_call_timeout_s)
+        except asyncio.TimeoutError:
+            raise Unavailable("node actor did not answer in time") from None
+
+    async def refresh(self) -> None:
+        snapshot, jobs = await asyncio.gather(self.call(self.actors.peer.snapshot.remote()),
+                                              self.call(self.actors.jobs.list_jobs.remote()))
+        self._snapshot, self._jobs, self._refreshed_at = snapshot, jobs, time.monotonic()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # a restarting actor must not stop the view from recovering
+                log.warning("view refresh failed: %s", exc)
+            await asyncio.sleep(self.settings.view_refresh_s)
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._refresher:
+            self._refresher.cancel()
+
+    # --- cached views ----------------------------------------------------------------------
+    @property
+    def leader_id(self) -> str | None:
+        """Until the election capability lands: the highest-ranked alive, non-retired node (Bully order)."""
+        alive = [p["node_id"] for p in self._snapshot["peers"] if p["state"] == "alive"]
+        return max(alive, default=self.node_id)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.node_id
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "node_id": self.node_id,
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "is_leader": self.is_leader,
+            "leader_id": self.leader_id,
+            "version": __version__,
+            "view_age_s": round(time.monotonic() - self._refreshed_at, 3),
+        }
+
+    def cluster_jobs(self) -> list[dict[str, Any]]:
+        """This node's jobs in full, and the summaries other peers last heartbeated."""
+        jobs = list(self._jobs)
+        for peer in self._snapshot["peers"]:
+            if not peer["is_self"]:
+                jobs.extend(peer["running_jobs"])
+        return jobs
+
+    def peers(self) -> list[dict[str, Any]]:
+        return self._snapshot["peers"]
+
+    def status(self) -> dict[str, Any]:
+        jobs = self.cluster_jobs()
+        health = cluster_health([p["state"] for p in self.peers()], self.leader_id, sum(1 for j in jobs if j["stuck"]))
+        return {
+            "node_id": self.node_id,
+            "is_leader": self.is_leader,
+            "leader_id": self.leader_id,
+            "peers": self.peers(),
+            "jobs": jobs,
+            "cluster_health": health.value,
+            "cluster_health_rule": HEALTH_RULE,
+        }
+
+    def peer(self, node_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers() if p["node_id"] == node_id), None)

@@ -1,0 +1,57 @@
+"""The OpenAPI 3.1 document, generated from the endpoint table and its pydantic models."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator import __version__
+from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.models import ErrorResponse
+
+REF = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template=REF)
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+            for name, prop in schema.get("properties", {}).items()]
+
+
+def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    error = {"description": "Error", "content": {"application/json": {"schema": _schema(ErrorResponse, schemas)}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        for method in endpoint.methods:
+            operation: dict[str, Any] = {"summary": endpoint.summary, "responses": {"default": error}}
+            ok: dict[str, Any] = {"description": "Success"}
+            if endpoint.response:
+                ok["content"] = {"application/json": {"schema": _schema(endpoint.response, schemas)}}
+            operation["responses"]["200"] = ok
+            if endpoint.args and method == "GET":
+                operation["parameters"] = _parameters(endpoint.args)
+            elif endpoint.args:
+                operation["requestBody"] = {"required": False,
+                                            "content": {"application/json": {"schema": _schema(endpoint.args, schemas)}}}
+            if endpoint.public:
+                operation["security"] = []
+            if endpoint.leader_only:
+                operation["x-leader-only"] = True
+            paths.setdefault(endpoint.path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "P2P orchestrator admin API", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }

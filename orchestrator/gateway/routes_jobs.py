@@ -1,0 +1,86 @@
+"""Job management (seed section "Job Management"): start, stop, kill, restart stuck, cleanup."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from actors.bootstrap import jobs_actor
+from orchestrator.errors import NotFound
+from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.models import (CleanupRequest, CleanupResponse, JobIdRequest, JobResponse, JobsListResponse,
+                                 StartJobRequest)
+from orchestrator.sync.cleanup import CleanupPolicy, cleanup
+
+
+async def start_job(node, args: StartJobRequest, request):
+    job_id = args.job_id or f"{args.job_type}-{uuid.uuid4().hex[:12]}"
+    reply = await node.call(node.actors.jobs.start.remote(job_id, args.job_type, args.config))
+    await node.refresh()
+    return {"status": "success", "job_id": job_id, **reply}
+
+
+async def _on_owner(node, job_id: str, method: str):
+    """Call `method` on the supervisor that owns the job: this node's, or the peer that reported it."""
+    try:
+        return await node.call(getattr(node.actors.jobs, method).remote(job_id))
+    except Exception as exc:
+        owner = next((j["node_id"] for j in node.cluster_jobs() if j["job_id"] == job_id), None)
+        if owner is None or owner == node.node_id or not isinstance(getattr(exc, "cause", exc), NotFound):
+            raise
+    try:
+        remote = jobs_actor(owner)
+    except ValueError:
+        raise NotFound(f"job {job_id!r} lives on {owner!r}, which is not reachable", job_id=job_id) from None
+    return await node.call(getattr(remote, method).remote(job_id))
+
+
+async def stop_job(node, args: JobIdRequest, request):
+    job = await _on_owner(node, args.job_id, "stop")
+    await node.refresh()
+    return {"status": "success", "job_id": args.job_id, "job": job}
+
+
+async def kill_job(node, args: JobIdRequest, request):
+    job = await _on_owner(node, args.job_id, "kill")
+    await node.refresh()
+    return {"status": "success", "job_id": args.job_id, "job": job}
+
+
+async def job_status(node, args: JobIdRequest, request):
+    job = await _on_owner(node, args.job_id, "get")
+    return {"status": "success", "job_id": args.job_id, "job": job}
+
+
+async def restart_stuck(node, request):
+    jobs = await node.call(node.actors.jobs.restart_stuck.remote())
+    await node.refresh()
+    return {"status": "success", "restarted_count": len(jobs), "jobs": jobs}
+
+
+async def run_cleanup(node, args: CleanupRequest, request):
+    settings = node.settings
+    policy = CleanupPolicy(
+        temp_max_age_s=settings.temp_max_age_s if args.temp_max_age_s is None else args.temp_max_age_s,
+        partial_max_age_s=settings.partial_max_age_s if args.partial_max_age_s is None else args.partial_max_age_s,
+        retention_days=args.retention_days or settings.data_retention_days,
+    )
+    report = await asyncio.to_thread(cleanup, settings.node_dir(), policy, time.time(), args.dry_run)
+    return {"status": "success", "dry_run": report.dry_run, "files_removed": len(report.files),
+            "bytes_freed": report.bytes_freed, "files": report.files}
+
+
+ENDPOINTS = [
+    Endpoint(("POST",), "/start_job", start_job, "Start a job on this node (idempotent by job_id)",
+             args=StartJobRequest, response=JobResponse),
+    Endpoint(("POST",), "/stop_job", stop_job, "Stop a job gracefully, between units of work",
+             args=JobIdRequest, response=JobResponse),
+    Endpoint(("POST",), "/job/kill", kill_job, "Kill a job's task (SIGKILL through Ray)",
+             args=JobIdRequest, response=JobResponse),
+    Endpoint(("GET",), "/job/status", job_status, "One job in full (?job_id=)", args=JobIdRequest,
+             response=JobResponse),
+    Endpoint(("POST",), "/restart_stuck_jobs", restart_stuck, "Kill and relaunch every stuck job (attempt + 1)",
+             response=JobsListResponse),
+    Endpoint(("POST",), "/cleanup", run_cleanup, "Remove expired temp files, partial downloads and old data",
+             args=CleanupRequest, response=CleanupResponse),
+]

@@ -1,0 +1,1 @@
+"""Data-directory rules: safe paths, manifests, transfers and cleanup (pure Python)."""
