@@ -121,12 +121,12 @@ class JobSupervisor:
         self._launch(candidate)
         return {"created": True, "job": self._view(candidate, now)}
 
-    async def report(self, job_id: str, attempt: int, progress: dict[str, Any]) -> bool:
+    async def report(self, job_id: str, attempt: int, progress: dict[str, Any], worker_pid: int | None = None) -> bool:
         self._recover()
         job = self.jobs.get(job_id)
         if job is None:
             return True
-        stop = job.report(attempt, progress, time.time())
+        stop = job.report(attempt, progress, time.time(), worker_pid)
         self._save(job)
         return stop
 

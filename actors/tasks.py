@@ -1,6 +1,7 @@
 """The Ray tasks that do the work of jobs. Each runs one attempt of one job on its node."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ class RayJobContext:
 
     def report(self, progress: dict[str, Any]) -> bool:
         try:
-            stop = ray.get(self._supervisor.report.remote(self.job_id, self.attempt, progress), timeout=REPORT_TIMEOUT_S)
+            stop = ray.get(self._supervisor.report.remote(self.job_id, self.attempt, progress, os.getpid()), timeout=REPORT_TIMEOUT_S)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
             # The supervisor is restarting; keep working, the next report will get through.
             return self.stop_seen
@@ -38,5 +39,9 @@ class RayJobContext:
 def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str) -> dict[str, Any]:
     kind = get_job_type(job_type)
     ctx = RayJobContext(job_id, node_id, attempt, data_dir)
+    # The first report marks the job running the moment its task starts, so a task that then
+    # goes silent shows as stuck; a stop that arrived while it was queued ends it here.
+    if ctx.report({"phase": "started"}):
+        return {"result": None, "stopped": True}
     result = kind.run(kind.config_model.model_validate(config), ctx)
     return {"result": result, "stopped": ctx.stop_seen}

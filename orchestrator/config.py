@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         return self.host
 
     def node_dir(self) -> Path:
-        return Path(self.data_dir).resolve()
+        return Path(self.data_dir).expanduser().resolve()
 
 
 def _is_loopback(host: str) -> bool:

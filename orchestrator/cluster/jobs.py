@@ -67,6 +67,7 @@ class Job:
     finished_at: float | None = None
     last_progress_at: float | None = None
     stop_requested: bool = False
+    worker_pid: int | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +90,7 @@ class Job:
         if error is not None:
             self.error = error
 
-    def report(self, attempt: int, progress: dict[str, Any], now: float) -> bool:
+    def report(self, attempt: int, progress: dict[str, Any], now: float, worker_pid: int | None = None) -> bool:
         """Apply a progress report; returns True when the reporter should stop.
 
         A report from another attempt is ignored and told to stop: that attempt was replaced.
@@ -100,6 +101,7 @@ class Job:
             self.move(JobState.RUNNING, now)
         self.progress = progress
         self.last_progress_at = now
+        self.worker_pid = worker_pid or self.worker_pid
         return self.stop_requested
 
     def request_stop(self, now: float) -> None:
@@ -115,6 +117,7 @@ class Job:
         self.started_at = None
         self.finished_at = None
         self.last_progress_at = None
+        self.worker_pid = None
         self.stop_requested = False
         self.result = None
         self.error = None
@@ -149,6 +152,7 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "last_progress_at": self.last_progress_at,
+            "worker_pid": self.worker_pid,
             "config": self.config,
             "result": self.result,
             "error": self.error,

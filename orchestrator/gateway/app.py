@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator.gateway import middleware, routes_admin, routes_core, routes_jobs
+from orchestrator.gateway.keys import MAX_BODY_BYTES, NODE, OPENAPI
 from orchestrator.gateway.endpoint import Endpoint, mount
 from orchestrator.gateway.node import NodeGateway
 from orchestrator.gateway.openapi import build_openapi
@@ -21,9 +22,9 @@ def build_app(node: NodeGateway) -> web.Application:
                           client_max_size=settings.max_body_bytes)
     endpoints = all_endpoints()
     mount(app, endpoints, node)
-    app["node"] = node
-    app["openapi"] = build_openapi(endpoints)
-    app["max_body_bytes"] = settings.max_body_bytes
+    app[NODE] = node
+    app[OPENAPI] = build_openapi(endpoints)
+    app[MAX_BODY_BYTES] = settings.max_body_bytes
 
     async def lifecycle(app: web.Application):
         await node.start()

@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from orchestrator.errors import ApiError, Unavailable
+from orchestrator.gateway.keys import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 PUBLIC = {("GET", "/health"), ("HEAD", "/health")}
@@ -38,7 +39,7 @@ async def errors(request: web.Request, handler: Callable[[web.Request], Awaitabl
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        reason = exc.reason if exc.status != 413 else f"request body over the limit of {request.app['max_body_bytes']} bytes"
+        reason = exc.reason if exc.status != 413 else f"request body over the limit of {request.app[MAX_BODY_BYTES]} bytes"
         return error_response(exc.status, reason)
     except Exception as raw:  # every failure becomes the documented shape; never a traceback
         exc = _unwrap(raw)

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from orchestrator import __version__
 from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.gateway.keys import OPENAPI
 from orchestrator.models import HealthResponse, NodesTableQuery, NodesTableResponse, RootResponse, StatusResponse
 
 TABLE_COLUMNS = ("node_id", "state", "host", "port", "seconds_since_heartbeat", "running_jobs", "cpu_percent", "gpus")
@@ -46,7 +47,7 @@ async def nodes_table(node, args: NodesTableQuery, request):
 
 
 async def openapi(node, request):
-    return request.app["openapi"]
+    return request.app[OPENAPI]
 
 
 ENDPOINTS = [
