@@ -1,0 +1,49 @@
+"""Settings precedence, bind safety, and cluster.yaml against Ray's own validator."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_flags_beat_env_beat_cluster_yaml(tmp_path, monkeypatch):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"metadata": {"orchestrator": {"port": 9001, "peer_timeout_s": 3.0,
+                                                                     "dead_after_s": 9.0, "node_id": "yaml"}}}))
+    monkeypatch.setenv("P2P_NODE_ID", "env")
+    settings = Settings(cluster_config=config)
+    assert (settings.port, settings.peer_timeout_s, settings.node_id) == (9001, 3.0, "env")
+    monkeypatch.setenv("P2P_PORT", "9002")
+    assert Settings(cluster_config=config).port == 9002
+    assert Settings(cluster_config=config, port=9003).port == 9003
+
+
+def test_loopback_only_without_a_token(tmp_path):
+    assert Settings().bind_host() == "127.0.0.1"
+    with pytest.raises(ValueError):
+        Settings(host="0.0.0.0").bind_host()
+    assert Settings(host="0.0.0.0", insecure=True).bind_host() == "0.0.0.0"
+    token_file = tmp_path / "token"
+    token_file.write_text("abc\n")
+    settings = Settings(auth_token_file=token_file)
+    assert settings.token() == "abc" and settings.bind_host() == "0.0.0.0"
+
+
+def test_inconsistent_timings_are_refused():
+    with pytest.raises(ValueError):
+        Settings(peer_timeout_s=10, dead_after_s=5)
+
+
+def test_cluster_yaml_passes_rays_validator():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    document = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(document)))
+    settings = Settings(cluster_config=ROOT / "cluster.yaml")
+    assert settings.port == 8770 and "hex7" in settings.games
+    assert any("orchestrator start" in command for command in document["head_start_ray_commands"])
+    assert any("orchestrator start" in command for command in document["worker_start_ray_commands"])
