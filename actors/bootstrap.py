@@ -25,7 +25,9 @@ def connect(settings: Settings) -> bool:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, _node_ip_address=settings.ray_node_ip,
                  logging_level="WARNING")
         return False
-    ray.init(namespace=NAMESPACE, _node_ip_address=settings.ray_node_ip, include_dashboard=settings.ray_dashboard,
+    # address="local": always a new embedded head, never a cluster some other program left running.
+    ray.init(address="local", namespace=NAMESPACE, _node_ip_address=settings.ray_node_ip,
+             include_dashboard=settings.ray_dashboard,
              num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus, logging_level="WARNING")
     return True
 

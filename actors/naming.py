@@ -6,6 +6,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 NAMESPACE = "p2p"
 PEER_PREFIX = "peer:"
 JOBS_PREFIX = "jobs:"
+ELECTION_PREFIX = "election:"
+CLUSTER_STORE = "cluster_store"
 
 
 def peer_name(node_id: str) -> str:
@@ -14,6 +16,10 @@ def peer_name(node_id: str) -> str:
 
 def jobs_name(node_id: str) -> str:
     return f"{JOBS_PREFIX}{node_id}"
+
+
+def election_name(node_id: str) -> str:
+    return f"{ELECTION_PREFIX}{node_id}"
 
 
 def pinned(ray_node_id: str) -> NodeAffinitySchedulingStrategy:
