@@ -7,8 +7,10 @@ from typing import Any
 
 import ray
 
+from actors.cluster_store import ensure_cluster_store
+from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
-from actors.naming import NAMESPACE, jobs_name, peer_name, pinned
+from actors.naming import NAMESPACE, election_name, jobs_name, peer_name, pinned
 from actors.peer import PeerActor
 from orchestrator.config import Settings
 
@@ -38,10 +40,17 @@ class NodeActors:
     ray_node_id: str
     peer: Any
     jobs: Any
+    election: Any
+    cluster_store: Any
+
+    def local(self) -> tuple[Any, ...]:
+        """The actors that belong to this node alone (the cluster store is shared)."""
+        return (self.peer, self.jobs, self.election)
 
 
 def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: str | None = None) -> NodeActors:
-    """Get or create `peer:<node_id>` and `jobs:<node_id>`, pinned to this node's Ray node."""
+    """Get or create `peer:`, `jobs:` and `election:<node_id>`, pinned to this node's Ray node, and
+    the cluster store on the head."""
     ray_node_id = ray_node_id or ray.get_runtime_context().get_node_id()
     settings.node_dir().mkdir(parents=True, exist_ok=True)
     common = dict(namespace=NAMESPACE, lifetime="detached", get_if_exists=True, scheduling_strategy=pinned(ray_node_id))
@@ -49,7 +58,10 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
         settings.node_id, host, port, ray_node_id, settings)
     jobs = JobSupervisor.options(name=jobs_name(settings.node_id), **common).remote(
         settings.node_id, ray_node_id, settings)
-    return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs)
+    election = ElectionActor.options(name=election_name(settings.node_id), **common).remote(settings.node_id, settings)
+    store = ensure_cluster_store(settings.node_dir())
+    return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs, election=election,
+                      cluster_store=store)
 
 
 def jobs_actor(node_id: str) -> Any:

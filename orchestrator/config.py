@@ -72,7 +72,12 @@ class Settings(BaseSettings):
     partial_max_age_s: float = Field(86400.0, ge=0)  # *.partial downloads likewise
     data_retention_days: float | None = Field(None, gt=0)  # selfplay data older than this; None keeps all
 
-    voters: list[str] = Field(default_factory=list)
+    voters: list[str] = Field(default_factory=list)  # empty: the peers present when the cluster formed
+    lease_ttl_s: float = Field(15.0, gt=0)  # how long a voter's grant lasts, on the voter's clock
+    election_timeout_s: float = Field(2.0, gt=0)  # wait for ALIVE answers / one round of lease replies
+    max_clock_drift: float = Field(0.05, ge=0, lt=1)  # rate by which two nodes' clocks may differ
+    lease_safety_margin_s: float = Field(0.5, ge=0)
+    formation_window_s: float = Field(10.0, ge=0)  # how long the first node gathers peers as voters
     games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
 

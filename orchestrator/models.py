@@ -136,6 +136,7 @@ class StartJobRequest(ApiModel):
     job_id: str | None = Field(None, pattern=JOB_ID)
     job_type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
+    epoch: int | None = Field(None, ge=1, description="The sending leader's epoch; a stale one is refused (409)")
 
 
 class JobIdRequest(ApiModel):
@@ -151,3 +152,53 @@ class CleanupRequest(ApiModel):
 
 class NodesTableQuery(ApiModel):
     format: Literal["json", "text"] = "json"
+
+
+# --- election --------------------------------------------------------------------------------
+class ElectionRequest(ApiModel):
+    candidate_id: str = Field(pattern=NODE_ID)
+    epoch: int = Field(ge=0)
+
+
+class LeaseRequestBody(ApiModel):
+    leader_id: str = Field(pattern=NODE_ID)
+    lease_id: str = Field(min_length=1, max_length=128)
+    lease_duration: float = Field(gt=0, le=3600, allow_inf_nan=False)
+    epoch: int = Field(ge=1)
+
+
+class CoordinatorRequest(ApiModel):
+    leader_id: str = Field(pattern=NODE_ID)
+    epoch: int = Field(ge=1)
+    lease_id: str | None = Field(None, max_length=128)
+
+
+class ElectionAnswer(ApiModel):
+    response: Literal["ALIVE", "OK"]
+    node_id: str
+
+
+class LeaseGranted(ApiModel):
+    granted: Literal[True]
+    voter_id: str
+    lease_ttl_seconds: float
+    epoch: int
+
+
+class GrantStatus(ApiModel):
+    voter_id: str
+    leader_id: str | None
+    lease_id: str | None
+    epoch: int
+    expires_in_s: float
+
+
+class ElectionStatus(ApiModel):
+    node_id: str
+    role: str
+    is_leader: bool
+    leader_id: str | None
+    epoch: int
+    highest_epoch: int
+    voters: list[str]
+    quorum: int

@@ -19,7 +19,8 @@ from orchestrator.gateway.app import serve
 from orchestrator.gateway.node import NodeGateway
 
 FAST_TIMINGS = dict(heartbeat_interval_s=0.2, peer_timeout_s=1.0, dead_after_s=4.0, retire_after_s=6.0,
-                    stuck_after_s=2.0, view_refresh_s=0.2, actor_call_timeout_s=20.0)
+                    stuck_after_s=2.0, view_refresh_s=0.2, actor_call_timeout_s=20.0,
+                    lease_ttl_s=2.0, election_timeout_s=0.3, lease_safety_margin_s=0.2)
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, interval_s
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {value!r}")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class TestNode:
     def peer_state(self, node_id: str) -> str | None:
         return next((p["state"] for p in self.status()["peers"] if p["node_id"] == node_id), None)
 
+    def health(self) -> dict:
+        return self.get("/health").json()
+
     def job(self, job_id: str) -> dict:
         return self.get("/job/status", params={"job_id": job_id}).json()["job"]
 
@@ -87,9 +91,11 @@ class GatewayHarness:
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
-    def start(self, node_id: str, ray_node_id: str, token: str | None = None, **overrides) -> TestNode:
+    def start(self, node_id: str, ray_node_id: str, token: str | None = None, voters: list[str] | None = None,
+              **overrides) -> TestNode:
+        """Start a node; every node of one test must be given the same `voters` (default: itself alone)."""
         port = free_port()
-        values = {**FAST_TIMINGS, "node_id": node_id, "port": port, "host": "127.0.0.1",
+        values = {**FAST_TIMINGS, "node_id": node_id, "port": port, "host": "127.0.0.1", "voters": voters or [node_id],
                   "data_dir": self.tmp_path / node_id, "auth_token": token, **overrides}
         settings = Settings(**values)
         actors = ensure_node_actors(settings, "127.0.0.1", port, ray_node_id)
@@ -107,7 +113,7 @@ class GatewayHarness:
     def stop(self, node_id: str) -> None:
         self.stop_gateway(node_id)
         node = self.nodes.pop(node_id)
-        for handle in (node.actors.peer, node.actors.jobs):
+        for handle in node.actors.local():
             try:
                 ray.kill(handle, no_restart=True)
             except Exception:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orchestrator.gateway import middleware, routes_admin, routes_core, routes_jobs
+from orchestrator.gateway import middleware, routes_admin, routes_core, routes_election, routes_jobs
 from orchestrator.gateway.keys import MAX_BODY_BYTES, NODE, OPENAPI
 from orchestrator.gateway.endpoint import Endpoint, mount
 from orchestrator.gateway.node import NodeGateway
 from orchestrator.gateway.openapi import build_openapi
 
-ROUTE_MODULES = (routes_core, routes_admin, routes_jobs)
+ROUTE_MODULES = (routes_core, routes_admin, routes_election, routes_jobs)
 
 
 def all_endpoints() -> list[Endpoint]:

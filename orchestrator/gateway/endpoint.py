@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from orchestrator.errors import BadRequest
+from orchestrator.gateway.forward import LEADER_HEADER, forward_to_leader
 
 Handler = Callable[..., Awaitable[dict[str, Any] | web.StreamResponse]]
 
@@ -49,9 +50,14 @@ async def _arguments(request: web.Request, model: type[BaseModel]) -> BaseModel:
 def mount(app: web.Application, endpoints: list[Endpoint], node: Any) -> None:
     for endpoint in endpoints:
         async def handle(request: web.Request, endpoint: Endpoint = endpoint) -> web.StreamResponse:
+            if endpoint.leader_only and not node.is_leader:
+                return await forward_to_leader(node, request)
             args = await _arguments(request, endpoint.args) if endpoint.args else None
             result = await (endpoint.handler(node, args, request) if endpoint.args else endpoint.handler(node, request))
-            return result if isinstance(result, web.StreamResponse) else web.json_response(result)
+            response = result if isinstance(result, web.StreamResponse) else web.json_response(result)
+            if endpoint.leader_only:
+                response.headers[LEADER_HEADER] = node.node_id
+            return response
 
         for method in endpoint.methods:
             app.router.add_route(method, endpoint.path, handle)

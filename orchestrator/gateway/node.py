@@ -10,6 +10,8 @@ import logging
 import time
 from typing import Any, Awaitable
 
+import aiohttp
+
 from actors.bootstrap import NodeActors
 from orchestrator import __version__
 from orchestrator.cluster.membership import cluster_health
@@ -29,8 +31,10 @@ class NodeGateway:
         self.started = time.monotonic()
         self._snapshot: dict[str, Any] = {"peers": [], "eligible": [self.node_id]}
         self._jobs: list[dict[str, Any]] = []
+        self._election: dict[str, Any] = {"is_leader": False, "leader_id": None, "epoch": 0}
         self._refreshed_at = 0.0
         self._refresher: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     # --- actor calls -----------------------------------------------------------------------
     async def call(self, ref: Awaitable[Any]) -> Any:
@@ -40,9 +44,11 @@ class NodeGateway:
             raise Unavailable("node actor did not answer in time") from None
 
     async def refresh(self) -> None:
-        snapshot, jobs = await asyncio.gather(self.call(self.actors.peer.snapshot.remote()),
-                                              self.call(self.actors.jobs.list_jobs.remote()))
-        self._snapshot, self._jobs, self._refreshed_at = snapshot, jobs, time.monotonic()
+        snapshot, jobs, election = await asyncio.gather(self.call(self.actors.peer.snapshot.remote()),
+                                                        self.call(self.actors.jobs.list_jobs.remote()),
+                                                        self.call(self.actors.election.status.remote()))
+        self._snapshot, self._jobs, self._election = snapshot, jobs, election
+        self._refreshed_at = time.monotonic()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -59,17 +65,26 @@ class NodeGateway:
     async def stop(self) -> None:
         if self._refresher:
             self._refresher.cancel()
+        if self._http:
+            await self._http.close()
+
+    def http(self) -> aiohttp.ClientSession:
+        """One client session per gateway, for calls to other nodes' gateways."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.actor_call_timeout_s))
+        return self._http
 
     # --- cached views ----------------------------------------------------------------------
     @property
     def leader_id(self) -> str | None:
-        """Until the election capability lands: the highest-ranked alive, non-retired node (Bully order)."""
-        alive = [p["node_id"] for p in self._snapshot["peers"] if p["state"] == "alive"]
-        return max(alive, default=self.node_id)
+        return self._election["leader_id"]
 
     @property
     def is_leader(self) -> bool:
-        return self.leader_id == self.node_id
+        return self._election["is_leader"]
+
+    def election(self) -> dict[str, Any]:
+        return self._election
 
     def health(self) -> dict[str, Any]:
         return {
@@ -100,6 +115,7 @@ class NodeGateway:
             "node_id": self.node_id,
             "is_leader": self.is_leader,
             "leader_id": self.leader_id,
+            "epoch": self._election["epoch"],
             "peers": self.peers(),
             "jobs": jobs,
             "cluster_health": health.value,

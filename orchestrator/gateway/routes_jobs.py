@@ -15,6 +15,8 @@ from orchestrator.sync.cleanup import CleanupPolicy, cleanup
 
 async def start_job(node, args: StartJobRequest, request):
     job_id = args.job_id or f"{args.job_type}-{uuid.uuid4().hex[:12]}"
+    if args.epoch is not None:  # sent by a leader: refuse it if a newer leadership exists
+        await node.call(node.actors.election.check_command_epoch.remote(args.epoch))
     reply = await node.call(node.actors.jobs.start.remote(job_id, args.job_type, args.config))
     await node.refresh()
     return {"status": "success", "job_id": job_id, **reply}

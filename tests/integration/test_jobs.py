@@ -78,8 +78,8 @@ def test_supervisor_killed_mid_job_forgets_nothing(gateways):
 
 
 def test_jobs_on_another_node_are_visible_and_stoppable(gateways):
-    a = gateways.start("jobs-x", gateways.ray_node_id(0))
-    b = gateways.start("jobs-y", gateways.ray_node_id(1))
+    a = gateways.start("jobs-x", gateways.ray_node_id(0), voters=["jobs-x"])
+    b = gateways.start("jobs-y", gateways.ray_node_id(1), voters=["jobs-x"])
     b.post("/start_job", json={"job_id": "bench-y", "job_type": "benchmark", "config": LONG})
     _running(b, "bench-y")
     wait_until(lambda: any(j["job_id"] == "bench-y" for j in a.status()["jobs"]), what="remote job in status")

@@ -6,13 +6,15 @@ from tests.harness import wait_until
 
 
 def test_ray_nodes_are_peers_of_each_other(gateways):
-    a = gateways.start("mem-a", gateways.ray_node_id(0))
-    b = gateways.start("mem-b", gateways.ray_node_id(1))
+    a = gateways.start("mem-a", gateways.ray_node_id(0), voters=["mem-a", "mem-b"])
+    b = gateways.start("mem-b", gateways.ray_node_id(1), voters=["mem-a", "mem-b"])
     for node, other in ((a, "mem-b"), (b, "mem-a")):
         wait_until(lambda: node.peer_state(other) == "alive", what=f"{other} alive at {node.node_id}")
     peer = next(p for p in a.status()["peers"] if p["node_id"] == "mem-b")
     assert peer["port"] == b.settings.port and peer["resources"]["ray_cpus"] > 0
-    assert a.status()["leader_id"] == b.status()["leader_id"]
+    leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
+                        what="both nodes follow one leader")
+    assert [a.health()["is_leader"], b.health()["is_leader"]].count(True) == 1 and leader in ("mem-a", "mem-b")
 
 
 def test_http_heartbeat_lifecycle_and_purges(gateways):
@@ -45,7 +47,7 @@ def test_removed_node_goes_suspect_dead_retired_then_unretired(gateways, ray_clu
     a = gateways.start("mem-x", gateways.ray_node_id(0))
     extra = ray_cluster.add_node(**node_args("127.0.0.5"))
     ray_cluster.wait_for_nodes()
-    gone = gateways.start("mem-gone", extra.node_id)
+    gone = gateways.start("mem-gone", extra.node_id, voters=["mem-x"])
     wait_until(lambda: a.peer_state("mem-gone") == "alive", what="new node alive")
     gateways.stop_gateway("mem-gone")
     ray_cluster.remove_node(extra, allow_graceful=False)  # a crash: Ray notices only by health checks

@@ -4,8 +4,8 @@ from tests.harness import wait_until
 
 def test_lone_node_is_its_own_leader(gateways):
     node = gateways.start("solo", gateways.ray_node_id(0))
-    health = node.get("/health").json()
-    assert health["status"] == "ok" and health["node_id"] == "solo" and health["is_leader"] is True
+    health = wait_until(lambda: (h := node.health())["is_leader"] and h, what="lone node leads")
+    assert health["status"] == "ok" and health["node_id"] == "solo" and health["leader_id"] == "solo"
     assert health["uptime_seconds"] >= 0
     status = wait_until(lambda: (s := node.status())["peers"] and s, what="self in peers")
     assert status["leader_id"] == "solo" and status["is_leader"] is True
