@@ -15,6 +15,7 @@ appended to `state/election_history.jsonl` for the overlap checker.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ import ray
 from actors.cluster_store import ensure_cluster_store
 from actors.naming import NAMESPACE, PEER_PREFIX, election_name, peer_name
 from orchestrator.cluster.election import ElectionNode, Outgoing, Role
-from orchestrator.cluster.election_history import TermRecord, append_term
+from orchestrator.cluster.election_history import TermRecord, append_term, read_terms
 from orchestrator.cluster.lease import ElectionConfig
 from orchestrator.config import Settings
 from orchestrator.errors import BadRequest, Conflict, Unavailable
@@ -56,6 +57,7 @@ class ElectionActor:
         self._starting: asyncio.Task | None = None
         self._eligible_at = 0.0
         self._cluster_store: Any = None
+        self._recorded_end = float("-inf")
 
     # --- start-up ------------------------------------------------------------------------
     async def _ensure_started(self) -> ElectionNode:
@@ -135,10 +137,7 @@ class ElectionActor:
         await self._settle()
 
     async def _settle(self) -> None:
-        """Record finished terms; register a new term's epoch with the store (or step down)."""
-        for term in self.node.drain_terms():
-            append_term(self.history_path, TermRecord.from_monotonic(
-                self.node_id, term, monotonic_now=time.monotonic(), wall_now=time.time()))
+        """Register a new term's epoch with the store (or step down), and record terms as they go."""
         now = time.monotonic()
         if self.node.is_leader(now) and self.registered_epoch != self.node.epoch:
             epoch = self.node.epoch
@@ -148,6 +147,18 @@ class ElectionActor:
             except Conflict as refused:
                 self.node.observe_epoch(_refused_epoch(refused, epoch), time.monotonic())
             self._persist()
+        for term in self.node.drain_terms():
+            self._record(term)
+        term = self.node.current_term
+        # While leading, record how far the term reaches at each renewal, so a leader that dies
+        # mid-term still leaves the checker its promised end.
+        if term is not None and self.registered_epoch == term.epoch and term.end - self._recorded_end >= self.config.renew_interval_s:
+            self._record(term)
+
+    def _record(self, term) -> None:
+        append_term(self.history_path, TermRecord.from_monotonic(
+            self.node_id, term, monotonic_now=time.monotonic(), wall_now=time.time()))
+        self._recorded_end = term.end
 
     def _store(self) -> Any:
         if self._cluster_store is None:
@@ -226,6 +237,12 @@ class ElectionActor:
 
     async def pid(self) -> int:
         return os.getpid()
+
+    async def history(self) -> list[dict[str, Any]]:
+        """This node's recorded terms (wall-clock times), for the overlap checker."""
+        if not self.history_path.exists():
+            return []
+        return [asdict(term) for term in read_terms(self.history_path)]
 
 
 def _refused_epoch(refused: Conflict, ours: int) -> int:

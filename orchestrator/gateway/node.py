@@ -44,11 +44,12 @@ class NodeGateway:
             raise Unavailable("node actor did not answer in time") from None
 
     async def refresh(self) -> None:
+        asked_at = time.monotonic()  # the view is as old as the question, not the answer
         snapshot, jobs, election = await asyncio.gather(self.call(self.actors.peer.snapshot.remote()),
                                                         self.call(self.actors.jobs.list_jobs.remote()),
                                                         self.call(self.actors.election.status.remote()))
         self._snapshot, self._jobs, self._election = snapshot, jobs, election
-        self._refreshed_at = time.monotonic()
+        self._refreshed_at = asked_at
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -77,11 +78,16 @@ class NodeGateway:
     # --- cached views ----------------------------------------------------------------------
     @property
     def leader_id(self) -> str | None:
+        if self._election["leader_id"] == self.node_id and not self.is_leader:
+            return None
         return self._election["leader_id"]
 
     @property
     def is_leader(self) -> bool:
-        return self._election["is_leader"]
+        """Never past the lease the election actor last reported: a paused or dead actor cannot
+        leave this gateway claiming leadership."""
+        valid_for = self._election.get("leader_valid_for_s") or 0.0
+        return self._election["is_leader"] and time.monotonic() < self._refreshed_at + valid_for
 
     def election(self) -> dict[str, Any]:
         return self._election
