@@ -58,7 +58,7 @@ async def _serve(settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
-        for handle in (actors.peer, actors.jobs):
+        for handle in actors.local():
             ray.kill(handle, no_restart=True)
         if started_ray:
             ray.shutdown()

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 # job_type -> "module:attribute" of its JobType; imported on first use so a node pays only for what it runs.
 _REGISTRY: dict[str, str] = {
     "benchmark": "orchestrator.cluster.benchmark_job:BENCHMARK",
+    "selfplay": "orchestrator.play.selfplay:SELFPLAY",
 }
 
 

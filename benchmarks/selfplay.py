@@ -1,0 +1,212 @@
+"""Self-play throughput: batched leaf evaluation against one leaf per call and against the bare network.
+
+One run, one set of start positions (seeded random openings):
+
+  (a) network MCTS self-play, every game's leaves batched into one forward pass per round
+  (b) the same agent and games, one leaf per network call
+  (c) the bare network on random inputs at (a)'s batch size: the ceiling for (a)
+  (d) rollout MCTS (`mcts_<sims>`, no network) against OpenSpiel's Python MCTSBot with
+      RandomRolloutEvaluator, one position at a time, same simulation and rollout counts;
+      OpenSpiel's C++ MCTSBot is shown for reference
+
+Targets: (a)/(b) >= 3x and (a)/(c) >= 0.6 on leaf evaluations per second (each self-play
+position costs `sims` leaf evaluations plus its root), and (d) ours/Python >= 2x simulations/s.
+
+    .venv/bin/python benchmarks/selfplay.py                 # CPU, about a minute on 2 cores
+    .venv/bin/python benchmarks/selfplay.py --device cuda   # GPU: larger batches pay off more
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyspiel
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from open_spiel.python.algorithms import mcts as openspiel_mcts  # noqa: E402
+
+from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig  # noqa: E402
+from orchestrator.play.evaluators import NetworkEvaluator, RolloutEvaluator  # noqa: E402
+from orchestrator.play.games import game_spec, load_game  # noqa: E402
+from orchestrator.play.mcts import MCTSAgent, MCTSConfig  # noqa: E402
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"GPU {torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def openings(game: pyspiel.Game, count: int, seed: int, max_random_plies: int = 8) -> list[pyspiel.State]:
+    rng = random.Random(seed)
+    states = []
+    for i in range(count):
+        state = game.new_initial_state()
+        for _ in range(i % (max_random_plies + 1)):
+            if state.is_terminal():
+                break
+            state.apply_action(rng.choice(state.legal_actions()))
+        states.append(state)
+    return states
+
+
+def selfplay(agent: MCTSAgent, starts: list[pyspiel.State], plies: int) -> dict[str, float]:
+    """Play `plies` moves in every game, all games in lock-step; returns rates over the whole run."""
+    states = [s.clone() for s in starts]
+    evaluator = agent.evaluator
+    calls, leaves, network_s = evaluator.calls, evaluator.leaves, evaluator.network_seconds
+    positions = 0
+    started = time.perf_counter()
+    for _ in range(plies):
+        live = [s for s in states if not s.is_terminal()]
+        if not live:
+            break
+        for state, decision in zip(live, agent.select_many(live)):
+            state.apply_action(decision.action)
+            positions += 1
+    elapsed = time.perf_counter() - started
+    leaves = evaluator.leaves - leaves
+    calls = evaluator.calls - calls
+    return {
+        "positions": positions, "seconds": elapsed, "positions_per_s": positions / elapsed,
+        "evals_per_s": leaves / elapsed, "leaves_per_call": leaves / calls,
+        "network_share": (evaluator.network_seconds - network_s) / elapsed,
+    }
+
+
+def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int, seconds: float) -> float:
+    """Forward passes on random inputs already on the device; positions per second."""
+    device = evaluator.device
+    x = torch.randn(batch, *shape, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(3):
+            evaluator.model(x)
+        sync()
+        best = 0.0
+        for _ in range(3):  # best of three windows: the figure is a ceiling, noise only lowers it
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds / 3:
+                evaluator.model(x)
+                count += 1
+            sync()
+            best = max(best, count * batch / (time.perf_counter() - started))
+    return best
+
+
+def rollout_comparison(game: pyspiel.Game, board_type: str, positions: list[pyspiel.State], sims: int, seed: int) -> dict[str, float]:
+    spec = game_spec(board_type)
+    ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(spec.num_players, seed=seed), MCTSConfig(sims), seed=seed)
+    python_bot = openspiel_mcts.MCTSBot(
+        game, 2.0, sims, openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed)),
+        random_state=np.random.RandomState(seed),
+    )
+    cpp_bot = pyspiel.MCTSBot(game, pyspiel.RandomRolloutEvaluator(1, seed), 2.0, sims, 1000, False, seed, False)
+    steps = {"ours": lambda s: ours.select_many([s]), "openspiel_python": python_bot.step, "openspiel_cpp": cpp_bot.step}
+    seconds = dict.fromkeys(steps, 0.0)
+    # Interleaved position by position, so load from other processes falls on all three alike.
+    for state in positions:
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step(state)
+            seconds[name] += time.perf_counter() - started
+    rates = {name: sims * len(positions) / elapsed for name, elapsed in seconds.items()}
+    started = time.perf_counter()
+    ours.select_many(positions)
+    rates["ours_lockstep"] = sims * len(positions) / (time.perf_counter() - started)
+    return rates
+
+
+def verdict(value: float, target: float) -> str:
+    return "meets target" if value >= target else "BELOW target"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument("--board-type", default="square8")
+    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--games", type=int, default=32, help="parallel games in (a) and (b)")
+    parser.add_argument("--sims", type=int, default=32, help="simulations per move in (a) and (b)")
+    parser.add_argument("--leaves-per-game", type=int, default=2, help="leaves per game per network call (virtual loss)")
+    parser.add_argument("--plies", type=int, default=6, help="moves played in every game in (a) and (b)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of (a) and (b); the best counts")
+    parser.add_argument("--rollout-sims", type=int, default=200)
+    parser.add_argument("--rollout-positions", type=int, default=12)
+    # Half the cores: OpenMP workers spin while they wait, and on a small or shared machine a thread
+    # per core collapses throughput as soon as anything else runs (measured 100x on 2 busy cores).
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    game = load_game(args.board_type)
+    spec = game_spec(args.board_type)
+    config = ResNetConfig.for_game(spec, blocks=args.blocks, channels=args.channels)
+    net = PolicyValueNet(config).eval()
+    starts = openings(game, args.games, args.seed)
+    print(f"machine: {machine(args.device)}")
+    print(f"game: {args.board_type} ({spec.game_string}); network {config.blocks} blocks x {config.channels} channels "
+          f"({sum(p.numel() for p in net.parameters()):,} parameters) on {args.device}")
+    print(f"self-play: {args.games} games x {args.plies} plies, mcts_{args.sims} with the network, "
+          f"{args.leaves_per_game} leaves per game per call")
+
+    def agent(max_batch: int | None) -> MCTSAgent:
+        evaluator = NetworkEvaluator(net, game, device=args.device)
+        mcts_config = MCTSConfig(args.sims, leaves_per_game=args.leaves_per_game, max_batch=max_batch)
+        return MCTSAgent(f"model:bench+mcts_{args.sims}", evaluator, mcts_config, seed=args.seed)
+
+    batched_agent, single_agent = agent(None), agent(1)
+    for warm in (batched_agent, single_agent):
+        warm.select_many(starts[:2])
+    # Best of `repeats` for (a) and (b), as (c) is a best of windows: other load only ever slows a run.
+    batched = max((selfplay(batched_agent, starts, args.plies) for _ in range(args.repeats)), key=lambda r: r["evals_per_s"])
+    single = max((selfplay(single_agent, starts, args.plies) for _ in range(args.repeats)), key=lambda r: r["evals_per_s"])
+    batch = max(1, round(batched["leaves_per_call"]))
+    ceiling = bare_network(batched_agent.evaluator, spec.observation_shape, batch, seconds=3.0)
+    evals_per_position = batched["evals_per_s"] / batched["positions_per_s"]
+
+    rows = [("(a) batched self-play", batched), ("(b) one leaf per call", single)]
+    print()
+    print(f"{'':24}{'positions/s':>12}{'leaf evals/s':>14}{'leaves/call':>13}{'net share':>11}{'seconds':>9}")
+    for name, r in rows:
+        print(f"{name:24}{r['positions_per_s']:12.1f}{r['evals_per_s']:14.0f}{r['leaves_per_call']:13.1f}"
+              f"{r['network_share']:11.0%}{r['seconds']:9.1f}")
+    print(f"{'(c) bare network':24}{ceiling / evals_per_position:12.1f}{ceiling:14.0f}{batch:13d}{'100%':>11}")
+
+    rollout_positions = openings(game, args.rollout_positions, args.seed + 1, max_random_plies=20)
+    rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed)
+    print()
+    print(f"rollout MCTS, {args.rollout_sims} simulations x 1 random rollout, {len(rollout_positions)} positions one at a time:")
+    for name in ("ours", "openspiel_python", "openspiel_cpp", "ours_lockstep"):
+        label = {"ours_lockstep": "ours, all positions in one select_many"}.get(name, name)
+        print(f"  {label:40}{rates[name]:10.0f} simulations/s")
+
+    batched_vs_single = batched["evals_per_s"] / single["evals_per_s"]
+    batched_vs_ceiling = batched["evals_per_s"] / ceiling
+    ours_vs_python = rates["ours"] / rates["openspiel_python"]
+    print()
+    print("summary")
+    print(f"  (a)/(b) batched vs one leaf per call:   {batched_vs_single:5.2f}x  (target >= 3)    {verdict(batched_vs_single, 3.0)}")
+    print(f"  (a)/(c) batched vs bare network:        {batched_vs_ceiling:5.2f}   (target >= 0.6)  {verdict(batched_vs_ceiling, 0.6)}")
+    print(f"  rollout mcts vs OpenSpiel Python MCTS:  {ours_vs_python:5.2f}x  (target >= 2)    {verdict(ours_vs_python, 2.0)}")
+    print(f"  rollout mcts vs OpenSpiel C++ MCTS:     {rates['ours'] / rates['openspiel_cpp']:5.2f}x  (reference)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,592 @@
+"""CMA-ES runs as a pure state machine over the `cma` library, plus the fitness match they need.
+
+A run tunes named bounded parameters. CMA-ES works in the normalised cube [0, 1]^n (cma's own
+bound handling keeps every sample inside it) and candidates are decoded to real values, so one
+`sigma0` means the same thing for every parameter whatever its range.
+
+What survives a failure: everything. `to_record()` is plain JSON (the cma strategy pickled to
+base64, its random generator inside it), the `CMAESActor` writes it to the cluster store after
+every change, and `from_record()` continues exactly where the record left off: a candidate
+evaluated before the crash is not asked for again, one that was dispatched but never answered
+comes back from `overdue()` under the same id, and no fitness is ever made up. Submissions are
+idempotent: a late duplicate of an evaluation (a re-dispatched task that finished twice) is
+reported as a duplicate and never counted twice.
+
+`play_fitness_match` is what a Ray evaluation task runs: paired games from seeded random
+openings, colours swapped within each pair, scored as the candidate's mean points.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import importlib
+import math
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from orchestrator.errors import BadRequest, NotFound
+
+with warnings.catch_warnings():
+    # cma warns at import that matplotlib (plotting only) is missing; nothing here plots.
+    warnings.simplefilter("ignore")
+    import cma
+
+RECORD_VERSION = 1
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
+_CANDIDATE_RE = re.compile(r"^(?P<run>.+)-g(?P<gen>\d+)-c(?P<index>\d+)$")
+# cma's own evaluation budgets; ours is `generations`, so only cma's convergence and stagnation
+# criteria end a run early.
+_IGNORED_STOPS = {"maxiter", "maxfevals"}
+
+
+class InvalidCMAES(BadRequest, ValueError):
+    """Bad input to a run (a config field, a non-finite fitness); the message names the field."""
+
+
+class UnknownCandidate(NotFound, KeyError):
+    """A submission for a candidate this run never asked for, or for the wrong generation."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+def _bad(field_name: str, why: str) -> InvalidCMAES:
+    return InvalidCMAES(f"{field_name}: {why}", field=field_name)
+
+
+def _finite(field_name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise _bad(field_name, "must be a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _bad(field_name, f"must be finite, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class CMAESConfig:
+    """A run: what is tuned (`params`), how (`popsize`, `sigma0`, `generations`) and against what.
+
+    `agent` is the agent kind whose parameters are tuned (`heuristic`, `mcts_<sims>`,
+    `gumbel_<sims>`); each candidate plays `games_per_candidate` paired games against
+    `baseline`. `popsize=None` takes cma's default, 4 + 3 ln n.
+    """
+
+    run_id: str
+    params: Mapping[str, tuple[float, float]]
+    generations: int
+    popsize: int | None = None
+    sigma0: float = 0.25
+    seed: int = 0
+    initial: Mapping[str, float] | None = None
+    board_type: str = "square8"
+    agent: str = "heuristic"
+    baseline: str = "random"
+    games_per_candidate: int = 20
+    opening_plies: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_id, str) or not _RUN_ID_RE.match(self.run_id):
+            raise _bad("run_id", "must be 1-96 of [A-Za-z0-9._-]")
+        if not isinstance(self.params, Mapping) or not self.params:
+            raise _bad("params", "must name at least one parameter as {name: [low, high]}")
+        params: dict[str, tuple[float, float]] = {}
+        for name, bounds in self.params.items():
+            if not isinstance(name, str) or not name:
+                raise _bad("params", "parameter names must be non-empty strings")
+            if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+                raise _bad(f"params.{name}", "must be [low, high]")
+            low, high = _finite(f"params.{name}", bounds[0]), _finite(f"params.{name}", bounds[1])
+            if not low < high:
+                raise _bad(f"params.{name}", f"low {low} must be below high {high}")
+            params[name] = (low, high)
+        object.__setattr__(self, "params", params)
+        for name, value, minimum in (("generations", self.generations, 1),
+                                     ("games_per_candidate", self.games_per_candidate, 2),
+                                     ("opening_plies", self.opening_plies, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise _bad(name, f"must be an integer >= {minimum}")
+        if self.popsize is not None and (isinstance(self.popsize, bool) or not isinstance(self.popsize, int)
+                                         or self.popsize < 2):
+            raise _bad("popsize", "must be null or an integer >= 2")
+        sigma0 = _finite("sigma0", self.sigma0)
+        if not 0 < sigma0 <= 1:
+            raise _bad("sigma0", "must be in (0, 1], in units of each parameter's range")
+        object.__setattr__(self, "sigma0", sigma0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise _bad("seed", "must be a non-negative integer")
+        if self.initial is not None:
+            initial = {}
+            for name, value in self.initial.items():
+                if name not in params:
+                    raise _bad(f"initial.{name}", "is not one of params")
+                low, high = params[name]
+                value = _finite(f"initial.{name}", value)
+                if not low <= value <= high:
+                    raise _bad(f"initial.{name}", f"{value} is outside [{low}, {high}]")
+                initial[name] = value
+            object.__setattr__(self, "initial", initial)
+        for name in ("board_type", "agent", "baseline"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _bad(name, "must be a non-empty string")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "params": {name: [low, high] for name, (low, high) in self.params.items()},
+            "generations": self.generations,
+            "popsize": self.popsize,
+            "sigma0": self.sigma0,
+            "seed": self.seed,
+            "initial": dict(self.initial) if self.initial is not None else None,
+            "board_type": self.board_type,
+            "agent": self.agent,
+            "baseline": self.baseline,
+            "games_per_candidate": self.games_per_candidate,
+            "opening_plies": self.opening_plies,
+        }
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> CMAESConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise _bad(unknown[0], "is not a CMA-ES config field")
+        for name in ("run_id", "params", "generations"):
+            if name not in value:
+                raise _bad(name, "is required")
+        params = value["params"]
+        if isinstance(params, Mapping):
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        return cls(**{**value, "params": params})
+
+    def decode(self, x: Sequence[float]) -> dict[str, float]:
+        """Normalised point in [0, 1]^n -> real parameter values (clipped, as cma's bounds allow)."""
+        return {name: low + min(1.0, max(0.0, float(v))) * (high - low)
+                for (name, (low, high)), v in zip(self.params.items(), x)}
+
+    def encode(self, values: Mapping[str, float]) -> list[float]:
+        return [(values[name] - low) / (high - low) for name, (low, high) in self.params.items()]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluation to run. The id is deterministic, so a re-dispatch reuses it."""
+
+    candidate_id: str
+    generation: int
+    params: dict[str, float]
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    accepted: bool
+    duplicate: bool
+    generation_complete: bool
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    generation: int
+    best_fitness: float
+    mean_fitness: float
+    best_candidate_id: str
+    sigma: float
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands. `sigma` is cma's step size in the normalised [0, 1] space; `mean_params`
+    is cma's current mean (its estimate of the optimum), `best_*` the best single evaluation, which
+    noisy fitness makes optimistic. queued/pending/done count the current generation."""
+
+    run_id: str
+    generation: int
+    generations: int
+    finished: bool
+    stop_reason: str | None
+    best_fitness: float | None
+    best_params: dict[str, float] | None
+    best_candidate_id: str | None
+    mean_params: dict[str, float]
+    sigma: float
+    popsize: int
+    queued: int
+    pending: int
+    done: int
+    evaluations_done: int
+    games_done: int
+    duplicates: int
+    evaluations_per_s: float | None
+    eta_s: float | None
+    last_result_at: float | None
+    history: tuple[GenerationSummary, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "history"}
+        out["history"] = [vars(summary).copy() for summary in self.history]
+        return out
+
+
+class _Normal:
+    """cma's sampler with a per-run generator: pickles with the strategy, so a restored run draws
+    exactly what the original would have, and runs sharing a process never share a random stream
+    (cma's default is numpy's global generator)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, *dims: int) -> np.ndarray:
+        return self.rng.standard_normal(dims)
+
+
+@dataclass
+class _Slot:
+    candidate_id: str
+    x: list[float]
+    dispatched_at: float | None = None
+    attempts: int = 0
+    fitness: float | None = None
+    games: int = 0
+
+
+class CMAESRun:
+    """One run. Mutated only through `next_candidates`, `submit` and `overdue`; `now` is injected
+    (unix seconds) so tests drive time."""
+
+    def __init__(self, config: CMAESConfig, es: Any, state: Mapping[str, Any]) -> None:
+        self.config = config
+        self._es = es
+        self.generation: int = state["generation"]
+        self.stop_reason: str | None = state["stop_reason"]
+        self._slots = [_Slot(**slot) for slot in state["slots"]]
+        self._history = [GenerationSummary(**summary) for summary in state["history"]]
+        self._best: dict[str, Any] | None = state["best"]
+        self.evaluations_done: int = state["evaluations_done"]
+        self.games_done: int = state["games_done"]
+        self.duplicates: int = state["duplicates"]
+        self.started_at: float | None = state["started_at"]
+        self.last_result_at: float | None = state["last_result_at"]
+
+    @classmethod
+    def start(cls, config: CMAESConfig) -> CMAESRun:
+        """A new run. Refuses parameters the agent cannot take; starts from the agent's own
+        defaults (clipped into the bounds) unless `config.initial` says otherwise."""
+        tunable = tunable_params(config.agent)
+        unknown = sorted(set(config.params) - set(tunable))
+        if unknown:
+            raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
+        defaults = {name: min(high, max(low, tunable[name][2])) for name, (low, high) in config.params.items()}
+        initial = config.encode({**defaults, **(config.initial or {})})
+        options = {
+            "bounds": [0.0, 1.0],
+            "randn": _Normal(config.seed),
+            "seed": float("nan"),  # the generator above is the seed; nan keeps cma off numpy's global one
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+        }
+        if config.popsize is not None:
+            options["popsize"] = config.popsize
+        es = cma.CMAEvolutionStrategy(initial, config.sigma0, options)
+        return cls(config, es, {
+            "generation": 0, "stop_reason": None, "slots": [], "history": [], "best": None,
+            "evaluations_done": 0, "games_done": 0, "duplicates": 0, "started_at": None, "last_result_at": None,
+        })
+
+    # -- the state machine -------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def popsize(self) -> int:
+        return int(self._es.popsize)
+
+    def candidate_id(self, generation: int, index: int) -> str:
+        return f"{self.config.run_id}-g{generation}-c{index}"
+
+    def _candidate(self, slot: _Slot) -> Candidate:
+        return Candidate(slot.candidate_id, self.generation, self.config.decode(slot.x), max(1, slot.attempts))
+
+    def next_candidates(self, now: float) -> list[Candidate]:
+        """The current generation's evaluations not yet handed out (asking cma for a new
+        generation when the last one is complete); [] when all are out or the run is finished."""
+        if self.finished:
+            return []
+        if self.started_at is None:
+            self.started_at = float(now)
+        if not self._slots:
+            solutions = self._es.ask()
+            self._slots = [_Slot(self.candidate_id(self.generation, i), [float(v) for v in x])
+                           for i, x in enumerate(solutions)]
+        fresh = [slot for slot in self._slots if slot.dispatched_at is None and slot.fitness is None]
+        for slot in fresh:
+            slot.dispatched_at, slot.attempts = float(now), slot.attempts + 1
+        return [self._candidate(slot) for slot in fresh]
+
+    def overdue(self, now: float, timeout_s: float) -> list[Candidate]:
+        """Dispatched evaluations with no result after `timeout_s`: re-armed at `now` and returned
+        under their same ids for re-dispatch. A missing result is never filled in."""
+        timeout_s = _finite("timeout_s", timeout_s)
+        late = [slot for slot in self._slots
+                if slot.fitness is None and slot.dispatched_at is not None and now - slot.dispatched_at >= timeout_s]
+        for slot in late:
+            slot.dispatched_at, slot.attempts = float(now), slot.attempts + 1
+        return [self._candidate(slot) for slot in late]
+
+    def submit(self, candidate_id: str, generation: int, fitness: float, games: int, now: float) -> SubmitResult:
+        """Record one evaluation. Raises InvalidCMAES (a ValueError) for a non-finite fitness or a bad
+        game count, UnknownCandidate (a KeyError) for an id this run never asked for or the wrong
+        generation; a second result for an evaluated candidate is ignored and reported as duplicate."""
+        fitness = _finite("fitness", fitness)
+        if isinstance(games, bool) or not isinstance(games, (int, np.integer)) or games < 1:
+            raise _bad("games", "must be a positive integer")
+        if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)):
+            raise _bad("generation", "must be an integer")
+        slot = next((s for s in self._slots if s.candidate_id == candidate_id), None)
+        if slot is not None:
+            if generation != self.generation:
+                raise UnknownCandidate(f"candidate {candidate_id} belongs to generation {self.generation}, "
+                                       f"not {generation}", candidate_id=candidate_id)
+            if slot.fitness is not None:
+                self.duplicates += 1
+                return SubmitResult(accepted=False, duplicate=True, generation_complete=False)
+            slot.fitness, slot.games = fitness, int(games)
+            self.last_result_at = float(now)
+            self.evaluations_done += 1
+            self.games_done += int(games)
+            if self._best is None or fitness > self._best["fitness"]:
+                self._best = {"fitness": fitness, "params": self.config.decode(slot.x),
+                              "candidate_id": candidate_id}
+            if all(s.fitness is not None for s in self._slots):
+                self._tell()
+                return SubmitResult(accepted=True, duplicate=False, generation_complete=True)
+            return SubmitResult(accepted=True, duplicate=False, generation_complete=False)
+        # Every candidate of a completed generation has its result, so a known id from an
+        # earlier generation can only be a late duplicate.
+        match = _CANDIDATE_RE.match(candidate_id) if isinstance(candidate_id, str) else None
+        if (match and match["run"] == self.config.run_id and int(match["gen"]) < len(self._history)
+                and int(match["index"]) < self.popsize):
+            if int(match["gen"]) != generation:
+                raise UnknownCandidate(f"candidate {candidate_id} belongs to generation {match['gen']}, "
+                                       f"not {generation}", candidate_id=candidate_id)
+            self.duplicates += 1
+            return SubmitResult(accepted=False, duplicate=True, generation_complete=False)
+        raise UnknownCandidate(f"unknown candidate {candidate_id!r} in run {self.config.run_id}",
+                               candidate_id=str(candidate_id))
+
+    def _tell(self) -> None:
+        solutions = [np.asarray(slot.x, dtype=float) for slot in self._slots]
+        fitnesses = [slot.fitness for slot in self._slots]
+        # cma minimises; fitness here is points scored, higher is better.
+        self._es.tell(solutions, [-f for f in fitnesses])
+        best = max(range(len(fitnesses)), key=fitnesses.__getitem__)
+        self._history.append(GenerationSummary(
+            generation=self.generation, best_fitness=fitnesses[best],
+            mean_fitness=float(np.mean(fitnesses)), best_candidate_id=self._slots[best].candidate_id,
+            sigma=float(self._es.sigma)))
+        self._slots = []
+        self.generation += 1
+        if self.generation >= self.config.generations:
+            self.stop_reason = "generations"
+        else:
+            stops = sorted(set(self._es.stop()) - _IGNORED_STOPS)
+            if stops:
+                self.stop_reason = "cma:" + ",".join(stops)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def mean_params(self) -> dict[str, float]:
+        """cma's current mean, its best estimate of the optimum (less noisy than the best single score)."""
+        return self.config.decode(list(self._es.result.xfavorite))
+
+    def status(self, now: float) -> RunStatus:
+        done = sum(1 for s in self._slots if s.fitness is not None)
+        pending = sum(1 for s in self._slots if s.fitness is None and s.dispatched_at is not None)
+        queued = 0 if self.finished else (len(self._slots) or self.popsize) - done - pending
+        elapsed = None if self.started_at is None else now - self.started_at
+        rate = self.evaluations_done / elapsed if elapsed and elapsed > 0 and self.evaluations_done else None
+        remaining = 0 if self.finished else (self.config.generations - self.generation) * self.popsize - done
+        eta = 0.0 if self.finished else (remaining / rate if rate else None)
+        best = self._best or {}
+        return RunStatus(
+            run_id=self.config.run_id, generation=self.generation, generations=self.config.generations,
+            finished=self.finished, stop_reason=self.stop_reason, best_fitness=best.get("fitness"),
+            best_params=dict(best["params"]) if best else None, best_candidate_id=best.get("candidate_id"),
+            mean_params=self.mean_params(), sigma=float(self._es.sigma), popsize=self.popsize,
+            queued=queued, pending=pending, done=done, evaluations_done=self.evaluations_done,
+            games_done=self.games_done, duplicates=self.duplicates, evaluations_per_s=rate, eta_s=eta,
+            last_result_at=self.last_result_at, history=tuple(self._history))
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain JSON: the whole run, cma's state (pickled, base64) included."""
+        return {
+            "version": RECORD_VERSION,
+            "config": self.config.to_dict(),
+            "generation": self.generation,
+            "stop_reason": self.stop_reason,
+            "slots": [{**vars(slot), "x": list(slot.x)} for slot in self._slots],
+            "history": [vars(summary).copy() for summary in self._history],
+            "best": copy.deepcopy(self._best),
+            "evaluations_done": self.evaluations_done,
+            "games_done": self.games_done,
+            "duplicates": self.duplicates,
+            "started_at": self.started_at,
+            "last_result_at": self.last_result_at,
+            "es": base64.b64encode(pickle.dumps(self._es, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii"),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CMAESRun:
+        """Inverse of `to_record`. The record comes from the cluster store, which only the
+        fenced CMA-ES actor writes, so unpickling it is unpickling our own bytes."""
+        if record.get("version") != RECORD_VERSION:
+            raise _bad("version", f"unsupported CMA-ES record version {record.get('version')!r}")
+        config = CMAESConfig.from_dict(record["config"])
+        try:
+            es = pickle.loads(base64.b64decode(record["es"], validate=True))
+            return cls(config, es, copy.deepcopy(dict(record)))
+        except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
+            raise _bad("record", f"CMA-ES record of run {config.run_id} is corrupt: {exc!r}") from None
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+AgentFactory = Callable[[int], Any]  # seed -> an `Agent` with the candidate's parameters
+
+
+def evaluation_seed(config: CMAESConfig, generation: int) -> int:
+    """All candidates of a generation play the same openings (common random numbers cut the noise
+    in comparing them); each generation gets fresh openings so the tuning does not overfit a few."""
+    digest = hashlib.sha256(f"{config.run_id}:{config.seed}:{generation}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+# Search constants worth tuning, with the ranges CMA-ES may explore; defaults come from the
+# search's own config so that a run starts from what the agent does today.
+_SEARCH_RANGES: dict[str, tuple[str, str, dict[str, tuple[float, float]]]] = {
+    "mcts": ("orchestrator.play.mcts", "MCTSConfig", {"c_puct": (0.1, 8.0)}),
+    "gumbel": ("orchestrator.play.gumbel", "GumbelConfig", {"c_visit": (1.0, 200.0), "c_scale": (0.01, 1.0)}),
+}
+
+
+def tunable_params(agent: str) -> dict[str, tuple[float, float, float]]:
+    """What CMA-ES can tune for an agent name: {name: (low, high, default)}. Heuristic weights for
+    `heuristic`; the search constants of `mcts_<sims>` (c_puct) and `gumbel_<sims>` (c_visit,
+    c_scale), also when a registered network drives them (`model:<id>+gumbel_64`)."""
+    from orchestrator.play.agents import parse_agent
+
+    try:
+        spec = parse_agent(agent)
+    except ValueError as exc:
+        raise _bad("agent", str(exc)) from None
+    if spec.params_id is not None:
+        raise _bad("agent", f"{agent!r}: tune plain heuristic weights, not a registered parameter set")
+    if spec.kind == "heuristic":
+        from orchestrator.play.heuristic import HEURISTIC_PARAMS
+
+        return dict(HEURISTIC_PARAMS)
+    if spec.kind in _SEARCH_RANGES:
+        module_name, config_name, ranges = _SEARCH_RANGES[spec.kind]
+        defaults = getattr(importlib.import_module(module_name), config_name).__dataclass_fields__
+        return {name: (low, high, float(defaults[name].default)) for name, (low, high) in ranges.items()}
+    tunable = ", ".join(["heuristic", *(f"{kind}_<sims>" for kind in _SEARCH_RANGES)])
+    raise _bad("agent", f"{agent!r} has no tunable parameters; tunable: {tunable}")
+
+
+def candidate_factory(config: CMAESConfig, params: Mapping[str, float], *,
+                      load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> AgentFactory:
+    """seed -> the candidate's agent, for `play_fitness_match`. `load_model` serves `model:<id>`
+    agents, as in `AgentContext`."""
+    from orchestrator.play.agents import AgentContext, parse_agent
+
+    tunable = tunable_params(config.agent)
+    unknown = sorted(set(params) - set(tunable))
+    if unknown:
+        raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
+    spec = parse_agent(config.agent)
+    values = dict(params)
+    if spec.kind == "heuristic":
+        from orchestrator.play.heuristic import make_heuristic_agent
+
+        return lambda seed: make_heuristic_agent(values, seed)
+    module = importlib.import_module(_SEARCH_RANGES[spec.kind][0])
+    builder = getattr(module, f"build_{spec.kind}")
+    return lambda seed: builder(spec, AgentContext(board_type=config.board_type, seed=seed,
+                                                   load_model=load_model, device=device), **values)
+
+
+def _opening(game: Any, plies: int, rng: np.random.Generator) -> Any:
+    """A few uniformly random moves; stops short rather than hand over a finished game."""
+    state = game.new_initial_state()
+    for _ in range(plies):
+        legal = state.legal_actions()
+        child = state.child(int(legal[rng.integers(len(legal))]))
+        if child.is_terminal():
+            break
+        state = child
+    return state
+
+
+def play_fitness_match(board_type: str, candidate_agent_factory: AgentFactory, baseline_agent_name: str,
+                       games: int, seed: int, *, opening_plies: int = 4,
+                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> tuple[float, int]:
+    """The candidate's mean points against the baseline (win 1, draw 0.5, loss 0) over paired games.
+
+    Each seeded random opening is played twice with colours swapped, so an opening's bias cancels
+    within its pair; an odd `games` is rounded up to whole pairs. All games advance together, so
+    each agent's `select_many` sees every game waiting on it at once. Returns (score, games played).
+    """
+    from orchestrator.play.agents import AgentContext, make_agent
+    from orchestrator.play.games import load_game
+
+    if isinstance(games, bool) or not isinstance(games, int) or games < 1:
+        raise _bad("games", "must be a positive integer")
+    game = load_game(board_type)
+    if game.num_players() != 2:
+        raise _bad("board_type", f"{board_type} has {game.num_players()} players; fitness matches need two")
+    candidate = candidate_agent_factory(seed)
+    baseline = make_agent(baseline_agent_name, AgentContext(board_type=board_type, seed=seed + 1,
+                                                            load_model=load_model, device=device))
+    pairs = (games + 1) // 2
+    states, candidate_seat = [], []
+    for pair in range(pairs):
+        opening = _opening(game, opening_plies, np.random.default_rng([seed, pair]))
+        for seat in (0, 1):
+            states.append(opening.clone())
+            candidate_seat.append(seat)
+    while True:
+        active = [i for i, state in enumerate(states) if not state.is_terminal()]
+        if not active:
+            break
+        mine = [i for i in active if states[i].current_player() == candidate_seat[i]]
+        theirs = [i for i in active if states[i].current_player() != candidate_seat[i]]
+        for agent, turn in ((candidate, mine), (baseline, theirs)):
+            if turn:
+                for i, decision in zip(turn, agent.select_many([states[i] for i in turn])):
+                    states[i].apply_action(decision.action)
+    points = 0.0
+    for state, seat in zip(states, candidate_seat):
+        returns = state.returns()
+        points += 1.0 if returns[seat] > returns[1 - seat] else 0.5 if returns[seat] == returns[1 - seat] else 0.0
+    return points / len(states), len(states)
+
+
+def evaluate_candidate(config: CMAESConfig, candidate: Candidate, *,
+                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> tuple[float, int]:
+    """What a Ray evaluation task runs for one candidate: (fitness, games played)."""
+    factory = candidate_factory(config, candidate.params, load_model=load_model, device=device)
+    return play_fitness_match(config.board_type, factory, config.baseline, config.games_per_candidate,
+                              evaluation_seed(config, candidate.generation), opening_plies=config.opening_plies,
+                              load_model=load_model, device=device)

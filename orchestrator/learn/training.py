@@ -1,0 +1,424 @@
+"""Policy/value training of the residual network on self-play records, and the shared training loop.
+
+`build_dataset` replays each recorded game with OpenSpiel and turns every position that has a
+search distribution into tensors: the observation of the player to move, the visit distribution
+expanded over all actions, and the final outcome for that player (seat order for games of more
+than two players). A game that does not replay cleanly is skipped as a whole and counted.
+
+`fit` is the loop both trainers use. It is deliberately lean, because its samples/s is compared
+with a bare PyTorch loop over the same tensors: all data sits on the device before the first
+step, a batch is one `index_select` per tensor from a per-epoch permutation, and the loss is
+read back to the host (a device sync) only when progress is reported.
+
+Nothing here writes files: what survives a failure is what the caller saved (see
+`orchestrator.nn.checkpoint`); `load_window` records exactly which files, by sha256, the data
+came from, for the model's lineage.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from orchestrator.learn.model_records import DataFile, DataWindow, game_ids_digest
+from orchestrator.play.games import load_game
+from orchestrator.play.records import ReadStats, read_games
+
+Report = Callable[[dict[str, Any]], bool]
+LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss went to NaN or infinity; the weights are not worth saving."""
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`steps` wins over `epochs`; with neither, one epoch. The last partial batch of an epoch is
+    dropped (a fresh permutation starts the next), unless the data is smaller than one batch."""
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9, nesterov)
+    weight_decay: float = 0.0
+    steps: int | None = None
+    epochs: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    report_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "report_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError("steps: must be null or a positive integer")
+        if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and math.isfinite(self.epochs)
+                                            and self.epochs > 0):
+            raise ValueError("epochs: must be null or a positive number")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError("lr: must be a positive number")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError("weight_decay: must be a non-negative number")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError("optimizer: must be adam or sgd")
+
+    def total_steps(self, samples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        per_epoch = max(1, samples // self.batch_size)
+        return max(1, math.ceil(per_epoch * (self.epochs if self.epochs is not None else 1.0)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a training config field; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class PolicyValueConfig(TrainConfig):
+    value_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.value_weight, (int, float)) and math.isfinite(self.value_weight)
+                and self.value_weight >= 0):
+            raise ValueError("value_weight: must be a non-negative number")
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def fit(model: torch.nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, loss_names: Sequence[str],
+        config: TrainConfig, report: Report | None = None) -> dict[str, Any]:
+    """Minimise `loss_fn(*batch) -> (loss, parts)` over minibatches of `tensors` (already on the
+    device, first dimension = samples). `parts` is a detached 1-d tensor, one entry per name in
+    `loss_names`, averaged over each reporting window. Stops early when `report` returns True;
+    raises TrainingDiverged when a window's loss is not finite."""
+    samples = int(tensors[0].shape[0])
+    if samples == 0:
+        raise ValueError("dataset: no samples to train on")
+    device = tensors[0].device
+    batch = min(config.batch_size, samples)
+    total = config.total_steps(samples)
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    order = torch.randperm(samples, generator=generator).to(device)
+    cursor = 0
+    window = torch.zeros(len(loss_names), device=device)
+    window_steps = 0
+    first: dict[str, float] = {}
+    final: dict[str, float] = {}
+    started = last = time.perf_counter()
+    stopped = False
+    step = 0
+    while step < total:
+        if cursor + batch > samples:
+            order = torch.randperm(samples, generator=generator).to(device)
+            cursor = 0
+        index = order[cursor:cursor + batch]
+        cursor += batch
+        loss, parts = loss_fn(*(t.index_select(0, index) for t in tensors))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window += parts
+        window_steps += 1
+        step += 1
+        if step % config.report_every == 0 or step == total:
+            values = (window / window_steps).tolist()  # the only device sync
+            if not all(math.isfinite(v) for v in values):
+                raise TrainingDiverged(f"loss became non-finite by step {step}: {dict(zip(loss_names, values))}; "
+                                       f"lower lr (now {config.lr})")
+            now = time.perf_counter()
+            rate = step * batch / (now - started) if now > started else 0.0
+            progress = {"step": step, "steps": total, **dict(zip(loss_names, values)),
+                        "samples_per_s": rate, "window_samples_per_s": window_steps * batch / max(now - last, 1e-9),
+                        "eta_s": (total - step) * batch / rate if rate else None}
+            final = dict(zip(loss_names, values))
+            first = first or final
+            window.zero_()
+            window_steps, last = 0, now
+            if report is not None and report(progress) and step < total:
+                stopped = True
+                break
+    elapsed = time.perf_counter() - started
+    model.eval()
+    return {
+        "steps": step,
+        "samples_seen": step * batch,
+        "dataset_samples": samples,
+        "batch_size": batch,
+        "elapsed_s": elapsed,
+        "samples_per_s": step * batch / elapsed if elapsed > 0 else 0.0,
+        "stopped": stopped,
+        **{f"initial_{name}": value for name, value in first.items()},
+        **{f"final_{name}": value for name, value in final.items()},
+    }
+
+
+# -- replaying records -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Replay:
+    """Every position before a move of the games that replayed cleanly, in record order.
+
+    observations [N, F] float32 (the mover's view, flattened), movers [N], outcomes [N, players]
+    (win 1, draw 0, loss -1 for each seat), policies: the validated, normalised visit
+    distribution of each position, or None where the record has none."""
+
+    observations: np.ndarray
+    movers: np.ndarray
+    outcomes: np.ndarray
+    policies: list[dict[int, float] | None]
+    game_ids: list[str]
+    skipped: dict[str, int]
+
+    @property
+    def games(self) -> int:
+        return len(self.game_ids)
+
+    @property
+    def skipped_games(self) -> int:
+        return sum(self.skipped.values())
+
+
+class _Unreplayable(Exception):
+    """A record that cannot be used; the message is the skip reason's key."""
+
+
+def outcome_vector(returns: Sequence[float]) -> list[float]:
+    """Per seat: 1 if its return beats every other seat's, -1 if some seat beats it, else 0 (the
+    scale of the tanh value heads and of the searches' terminal values). A one-player game has no
+    one to beat: its return, clipped into [-1, 1]."""
+    values = [float(r) for r in returns]
+    if len(values) == 1:
+        return [min(1.0, max(-1.0, values[0]))]
+    out = []
+    for seat, mine in enumerate(values):
+        best_other = max(r for s, r in enumerate(values) if s != seat)
+        out.append(1.0 if mine > best_other else -1.0 if mine < best_other else 0.0)
+    return out
+
+
+def _policy(raw: Any, legal: Sequence[int]) -> dict[int, float] | None:
+    if not raw:
+        return None
+    try:
+        policy = {int(action): float(p) for action, p in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise _Unreplayable("bad_policy") from None
+    if not set(policy) <= set(legal) or any(not math.isfinite(p) or p < 0 for p in policy.values()):
+        raise _Unreplayable("bad_policy")
+    total = sum(policy.values())
+    if total <= 0:
+        raise _Unreplayable("bad_policy")
+    return {action: p / total for action, p in policy.items()}
+
+
+def replay(board_type: str, records: Iterable[Mapping[str, Any]]) -> Replay:
+    """Replay `records` (as `orchestrator.play.records.read_games` yields them) with OpenSpiel.
+
+    A game is used whole or not at all: another board type, a repeated game_id, an illegal move,
+    a distribution over illegal actions, or a recorded outcome that the replayed final position
+    contradicts skips it, counted by reason. The outcome of a game cut at the move limit is the
+    recorded one (the replay has none)."""
+    records = list(records)
+    game = load_game(board_type)
+    players = game.num_players()
+    width = int(np.prod(game.observation_tensor_shape()))
+    bound = sum(len(r["moves"]) for r in records if isinstance(r.get("moves"), list))
+    observations = np.empty((bound, width), dtype=np.float32)
+    movers = np.empty(bound, dtype=np.int64)
+    outcomes = np.empty((bound, players), dtype=np.float32)
+    policies: list[dict[int, float] | None] = []
+    game_ids: list[str] = []
+    seen: set[str] = set()
+    skipped: dict[str, int] = {}
+    n = 0
+    for record in records:
+        start = n
+        try:
+            if record.get("board_type") != board_type:
+                raise _Unreplayable("other_board_type")
+            if record.get("game_id") in seen:
+                raise _Unreplayable("duplicate")
+            outcome = record.get("outcome")
+            if not isinstance(outcome, list) or len(outcome) != players \
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in outcome):
+                raise _Unreplayable("bad_outcome")
+            moves = record.get("moves")
+            if not isinstance(moves, list):
+                raise _Unreplayable("bad_record")
+            raw_policies = record.get("policies") or [None] * len(moves)
+            if not isinstance(raw_policies, list) or len(raw_policies) != len(moves):
+                raise _Unreplayable("bad_record")
+            state = game.new_initial_state()
+            for move, raw in zip(moves, raw_policies):
+                if state.is_terminal():
+                    raise _Unreplayable("moves_after_end")
+                legal = state.legal_actions()
+                if move not in legal:
+                    raise _Unreplayable("illegal_move")
+                mover = state.current_player()
+                observations[n] = state.observation_tensor(mover)
+                movers[n] = mover
+                policies.append(_policy(raw, legal))
+                n += 1
+                state.apply_action(move)
+            if state.is_terminal():
+                if not np.allclose(state.returns(), outcome, atol=1e-6):
+                    raise _Unreplayable("outcome_mismatch")
+            elif record.get("termination") != "max_length":
+                raise _Unreplayable("unfinished")
+        except _Unreplayable as why:
+            reason = str(why)
+            skipped[reason] = skipped.get(reason, 0) + 1
+            n = start
+            del policies[start:]
+            continue
+        outcomes[start:n] = outcome_vector(outcome)
+        seen.add(record["game_id"])
+        game_ids.append(record["game_id"])
+    return Replay(observations[:n], movers[:n], outcomes[:n], policies, game_ids, skipped)
+
+
+# -- the policy/value dataset ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PolicyValueDataset:
+    """observations [N, *observation_shape], policies [N, num_actions] (rows sum to 1), values
+    [N, 1] for the player to move in two-player games, else [N, players] in seat order."""
+
+    observations: torch.Tensor
+    policies: torch.Tensor
+    values: torch.Tensor
+    game_ids: tuple[str, ...]
+    skipped: dict[str, int]
+    positions_without_policy: int
+
+    def __len__(self) -> int:
+        return int(self.observations.shape[0])
+
+    def to(self, device: str | torch.device) -> PolicyValueDataset:
+        return PolicyValueDataset(self.observations.to(device), self.policies.to(device), self.values.to(device),
+                                  self.game_ids, self.skipped, self.positions_without_policy)
+
+
+def build_dataset(board_type: str, records: Iterable[Mapping[str, Any]]) -> PolicyValueDataset:
+    """Training tensors from self-play records; positions whose record has no distribution are left
+    out (their move carries no search target), games that do not replay are skipped whole."""
+    game = load_game(board_type)
+    shape = tuple(game.observation_tensor_shape())
+    result = replay(board_type, records)
+    keep = [i for i, policy in enumerate(result.policies) if policy is not None]
+    policies = np.zeros((len(keep), game.num_distinct_actions()), dtype=np.float32)
+    for row, i in enumerate(keep):
+        policy = result.policies[i]
+        policies[row, list(policy)] = list(policy.values())
+    index = np.asarray(keep, dtype=np.int64)
+    if game.num_players() == 2:
+        values = result.outcomes[index, result.movers[index]][:, None]
+    else:
+        values = result.outcomes[index]
+    return PolicyValueDataset(
+        observations=torch.from_numpy(np.ascontiguousarray(result.observations[index]).reshape(len(keep), *shape)),
+        policies=torch.from_numpy(policies),
+        values=torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+        game_ids=tuple(result.game_ids),
+        skipped=dict(result.skipped),
+        positions_without_policy=len(result.policies) - len(keep),
+    )
+
+
+def policy_value_loss(model: torch.nn.Module, value_weight: float) -> LossFn:
+    """Cross-entropy against the visit distribution plus value_weight * MSE against the outcome."""
+    def loss_fn(obs: torch.Tensor, target_pi: torch.Tensor, target_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, values = model(obs)
+        policy_loss = -(target_pi * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+        value_loss = F.mse_loss(values, target_v)
+        loss = policy_loss + value_weight * value_loss
+        return loss, torch.stack((loss.detach(), policy_loss.detach(), value_loss.detach()))
+    return loss_fn
+
+
+def train_policy_value(model: torch.nn.Module, dataset: PolicyValueDataset, config: PolicyValueConfig,
+                       report: Report | None = None) -> dict[str, Any]:
+    """Train `model` (a `PolicyValueNet`, or anything with forward(obs) -> (logits, values)) in place.
+
+    `report(progress)` receives step, steps, loss, policy_loss, value_loss, samples_per_s and
+    eta_s every `report_every` steps and at the end; returning True stops after that step.
+    Returns metrics: steps, samples seen, samples/s, initial and final losses, whether stopped."""
+    if len(dataset) == 0:
+        raise ValueError("dataset: no positions with a search distribution to train on")
+    torch.manual_seed(config.seed)
+    model.to(config.device)
+    data = dataset.to(config.device)
+    return fit(model, (data.observations, data.policies, data.values),
+               policy_value_loss(model, config.value_weight), ("loss", "policy_loss", "value_loss"), config, report)
+
+
+# -- lineage -----------------------------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_window(data_dir: str | Path,
+                paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], DataWindow, ReadStats]:
+    """Read game files for training and describe exactly what was read, for the model's lineage.
+
+    `paths` are relative to `data_dir` (or absolute inside it). Every file that was read is listed
+    with the sha256 of its bytes, whether or not it held valid games; a file that vanished before
+    it could be read (a cleanup raced us) is left out. Game files are written once by rename and
+    never appended, so the hash and the read see the same bytes. Returns (records, window,
+    `ReadStats`); `window.game_count`/`game_ids_digest` cover the games actually returned."""
+    root = Path(data_dir).resolve()
+    stats = ReadStats()
+    seen: set[str] = set()
+    records: list[dict[str, Any]] = []
+    files: list[DataFile] = []
+    resolved: dict[Path, str] = {}
+    for raw in paths:
+        path = (root / raw).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(f"paths: {str(raw)!r} is outside the data directory")
+        resolved.setdefault(path, path.relative_to(root).as_posix())
+    for path, relative in resolved.items():
+        try:
+            sha256 = _sha256_file(path)
+            records.extend(read_games([path], stats, seen))
+        except FileNotFoundError:
+            continue
+        files.append(DataFile(path=relative, sha256=sha256))
+    window = DataWindow(files=tuple(files), game_count=len(records),
+                        game_ids_digest=game_ids_digest(r["game_id"] for r in records))
+    return records, window, stats

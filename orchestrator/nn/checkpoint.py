@@ -1,0 +1,149 @@
+"""Checkpoint files for policy/value networks: atomic writes, sha256 integrity, lineage metadata.
+
+A checkpoint is one `torch.save` payload: the network config, its weights, and a metadata dict
+(parent model id, the data window it was trained on, the code version, creation time, and any
+extra training settings). It is written to a temp file in the target directory, fsynced and
+renamed, so a reader sees the old file or the whole new one, never half of one. The sha256 of the
+bytes is returned (the model registry keeps it) and written beside the file as `<name>.sha256`;
+loading recomputes it and refuses a file whose digest differs from the expected one.
+
+Registered models live at `<data_dir>/models/<model_id>.pt` (`model_path`), which is where the
+self-play job looks for `model:<id>` agents unless its context brings its own loader.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
+
+FORMAT_VERSION = 1
+ARCHITECTURE = "resnet"
+SIDECAR_SUFFIX = ".sha256"
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_MODEL_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or read: digest mismatch, missing digest, bad format."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: PolicyValueNet
+    config: ResNetConfig
+    metadata: dict[str, Any]
+    sha256: str
+
+
+def model_path(data_dir: str | os.PathLike[str], model_id: str) -> Path:
+    if not _MODEL_ID_RE.match(model_id) or model_id in (".", ".."):
+        raise ValueError(f"invalid model id {model_id!r}: 1-128 of [A-Za-z0-9._-]")
+    return Path(data_dir) / "models" / f"{model_id}.pt"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself is only durable once the directory entry is on disk.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: PolicyValueNet,
+    *,
+    code_version: str,
+    parent: str | None = None,
+    data_window: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Write `model` with its lineage atomically; returns the sha256 of the file's bytes."""
+    metadata = {
+        "parent": parent,
+        "data_window": dict(data_window) if data_window is not None else None,
+        "code_version": code_version,
+        "created_at": time.time(),
+        "extra": dict(extra) if extra is not None else {},
+    }
+    try:
+        # Round-trip through JSON so metadata stays plain data that weights-only loading accepts.
+        metadata = json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+    payload = {
+        "format": FORMAT_VERSION,
+        "architecture": ARCHITECTURE,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata,
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    sha256 = hashlib.sha256(data).hexdigest()
+    target = Path(path)
+    _write_atomic(target, data)
+    _write_atomic(target.with_name(target.name + SIDECAR_SUFFIX), (sha256 + "\n").encode())
+    return sha256
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], expected_sha256: str | None = None, device: str = "cpu"
+) -> Checkpoint:
+    """Load and verify a checkpoint against `expected_sha256`, or else the sidecar digest beside it.
+
+    The returned model is in eval mode on `device`.
+    """
+    target = Path(path)
+    if expected_sha256 is None:
+        sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
+        if not sidecar.is_file():
+            raise CheckpointError(f"no sha256 given for {target} and no {sidecar.name} beside it")
+        expected_sha256 = sidecar.read_text().strip()
+    expected_sha256 = expected_sha256.lower()
+    if not _SHA256_RE.match(expected_sha256):
+        raise CheckpointError(f"expected sha256 for {target} is not 64 hex digits: {expected_sha256!r}")
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {target} does not exist") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise CheckpointError(
+            f"checkpoint {target} is corrupt or was replaced: sha256 {actual} != expected {expected_sha256}"
+        )
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for undecodable payloads
+        raise CheckpointError(f"checkpoint {target} cannot be decoded: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or payload.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(f"checkpoint {target} is not a format-{FORMAT_VERSION} {ARCHITECTURE} checkpoint")
+    config = ResNetConfig.from_dict(payload["config"])
+    model = PolicyValueNet(config)
+    model.load_state_dict(payload["state_dict"])
+    model.to(device).eval()
+    return Checkpoint(model=model, config=config, metadata=payload["metadata"], sha256=actual)

@@ -1,0 +1,242 @@
+"""Batched PUCT Monte Carlo tree search (`mcts_<sims>`), and the lock-step search loop it shares with Gumbel.
+
+`select_many(states)` grows one tree per given state and runs their simulations in lock-step:
+each round descends every tree to a leaf (or `leaves_per_game` leaves, spread apart by virtual
+loss), then evaluates all new leaves of all games in one evaluator call, so a network sees batches
+of about `len(states) * leaves_per_game` positions. `max_batch=1` evaluates one leaf per call,
+which is the unbatched baseline the benchmark compares against.
+
+Per node the statistics of the children live in numpy arrays (visits N, value sums W from the
+point of view of the player to move there); a node copies its parent's state once, when it is
+created (`State.child`), and asks for its legal actions once, when it is expanded. Values are
+backed up as per-player vectors and each node credits the component of its own player, so
+two-player and n-player zero-sum games need no sign flipping.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+import pyspiel
+
+from orchestrator.play.agents import AgentContext, AgentSpec, Decision
+from orchestrator.play.evaluators import LeafEvaluator, make_evaluator
+
+
+class Node:
+    """A search-tree node; its children's statistics are arrays indexed like `actions`."""
+
+    __slots__ = ("state", "player", "terminal", "returns", "actions", "priors", "value", "N", "W", "children", "visits")
+
+    def __init__(self, state: pyspiel.State) -> None:
+        self.state = state
+        self.terminal = state.is_terminal()
+        self.player = state.current_player()
+        self.returns = np.asarray(state.returns(), dtype=np.float64) if self.terminal else None
+        self.actions: list[int] | None = None  # None until the evaluator has seen this node
+        self.priors: np.ndarray | None = None
+        self.value: np.ndarray | None = None  # the evaluator's per-player value of this node
+        self.N: np.ndarray | None = None
+        self.W: np.ndarray | None = None
+        self.children: list[Node | None] | None = None
+        self.visits = 0
+
+    def expand(self, actions: list[int], priors: np.ndarray, value: np.ndarray) -> None:
+        self.actions = actions
+        self.priors = priors
+        self.value = value
+        self.N = np.zeros(len(actions))
+        self.W = np.zeros(len(actions))
+        self.children = [None] * len(actions)
+
+
+class BatchedSearch:
+    """Lock-step simulations over many trees; subclasses pick children and the final move."""
+
+    def __init__(
+        self,
+        name: str,
+        evaluator: LeafEvaluator,
+        simulations: int,
+        *,
+        leaves_per_game: int = 1,
+        max_batch: int | None = None,
+        virtual_loss: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if simulations < 1 or leaves_per_game < 1 or (max_batch is not None and max_batch < 1):
+            raise ValueError("simulations, leaves_per_game and max_batch must be >= 1")
+        self.name = name
+        self.evaluator = evaluator
+        self.simulations = simulations
+        self.leaves_per_game = leaves_per_game
+        self.max_batch = max_batch
+        self.virtual_loss = virtual_loss
+        self.rng = np.random.default_rng(seed)
+
+    # -- hooks -------------------------------------------------------------------------------
+    def init_root(self, root: Node) -> Any:
+        """Per-search root data (noise, schedules) handed back to `choose_root` and `decide`."""
+        return None
+
+    def choose_root(self, root: Node, data: Any) -> int:
+        return self.choose(root)
+
+    def choose(self, node: Node) -> int:
+        raise NotImplementedError
+
+    def decide(self, root: Node, data: Any) -> tuple[int, dict[int, float]]:
+        raise NotImplementedError
+
+    # -- the loop ----------------------------------------------------------------------------
+    def select_many(self, states: Sequence[pyspiel.State]) -> list[Decision]:
+        started = time.perf_counter()
+        calls_before, leaves_before = self.evaluator.calls, self.evaluator.leaves
+        roots = [Node(state) for state in states]  # never mutated: children are copies
+        decisions: list[Decision | None] = [None] * len(roots)
+        searched, slots = [], []
+        for i, root in enumerate(roots):
+            if root.terminal:
+                raise ValueError(f"{self.name}: cannot choose a move in a terminal state")
+            actions = root.state.legal_actions()
+            if len(actions) == 1:  # a forced move needs no search
+                decisions[i] = Decision(actions[0], {actions[0]: 1.0}, {"simulations": 0.0})
+            else:
+                searched.append(root)
+                slots.append(i)
+        self._evaluate(searched)
+        data = [self.init_root(root) for root in searched]
+        depth = [0] * len(searched)
+        done = 0
+        while searched and done < self.simulations:
+            per_game = min(self.leaves_per_game, self.simulations - done)
+            pending: list[tuple[list[tuple[Node, int]], Node]] = []
+            for g, root in enumerate(searched):
+                for _ in range(per_game):
+                    path, leaf = self._descend(root, data[g])
+                    depth[g] += len(path)
+                    if leaf.terminal:
+                        self._backup(path, leaf.returns)
+                    else:
+                        if per_game > 1:
+                            self._add_virtual_loss(path)
+                        pending.append((path, leaf))
+            # A leaf reached twice in one round (possible with virtual loss) is evaluated once.
+            self._evaluate(list({id(leaf): leaf for _, leaf in pending}.values()))
+            backup = self._backup_over_virtual_loss if per_game > 1 else self._backup
+            for path, leaf in pending:
+                backup(path, leaf.value)
+            done += per_game
+        calls = self.evaluator.calls - calls_before
+        leaves = self.evaluator.leaves - leaves_before
+        common = {
+            "network_calls": float(calls),
+            "leaves_per_call": leaves / calls if calls else 0.0,
+            "search_s": time.perf_counter() - started,
+        }
+        for g, root in enumerate(searched):
+            action, policy = self.decide(root, data[g])
+            stats = {"simulations": float(self.simulations), "mean_depth": depth[g] / self.simulations, **common}
+            decisions[slots[g]] = Decision(action, policy, stats)
+        return decisions  # type: ignore[return-value]
+
+    def _descend(self, root: Node, data: Any) -> tuple[list[tuple[Node, int]], Node]:
+        path = []
+        node = root
+        index = self.choose_root(root, data)
+        while True:
+            path.append((node, index))
+            child = node.children[index]
+            if child is None:
+                child = node.children[index] = Node(node.state.child(node.actions[index]))
+                return path, child
+            if child.terminal or child.actions is None:  # a terminal, or a leaf already awaiting evaluation
+                return path, child
+            node = child
+            index = self.choose(node)
+
+    def _evaluate(self, nodes: list[Node]) -> None:
+        if not nodes:
+            return
+        size = self.max_batch or len(nodes)
+        for start in range(0, len(nodes), size):
+            chunk = nodes[start:start + size]
+            legal = [node.state.legal_actions() for node in chunk]
+            priors, values = self.evaluator.evaluate([node.state for node in chunk], legal)
+            for node, actions, prior, value in zip(chunk, legal, priors, values):
+                node.expand(actions, prior, value)
+
+    @staticmethod
+    def _backup(path: list[tuple[Node, int]], values: np.ndarray) -> None:
+        for node, index in path:
+            node.N[index] += 1
+            node.W[index] += values[node.player]
+            node.visits += 1
+
+    def _add_virtual_loss(self, path: list[tuple[Node, int]]) -> None:
+        # Count the pending visit as a loss for the mover so sibling descents in this round look elsewhere.
+        loss = self.virtual_loss
+        for node, index in path:
+            node.N[index] += 1
+            node.W[index] -= loss
+            node.visits += 1
+
+    def _backup_over_virtual_loss(self, path: list[tuple[Node, int]], values: np.ndarray) -> None:
+        # The visit was already counted by the virtual loss; swap the loss for the real value.
+        loss = self.virtual_loss
+        for node, index in path:
+            node.W[index] += loss + values[node.player]
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    simulations: int
+    c_puct: float = 1.5
+    dirichlet_alpha: float = 0.3
+    dirichlet_epsilon: float = 0.0  # > 0 mixes Dirichlet noise into the root priors (self-play)
+    leaves_per_game: int = 1
+    max_batch: int | None = None  # 1 = one leaf per evaluator call
+    virtual_loss: float = 1.0
+    rollouts: int = 1  # random playouts per leaf when there is no network
+
+
+class MCTSAgent(BatchedSearch):
+    """PUCT: argmax Q + c_puct * P * sqrt(N_parent + 1) / (1 + N); unvisited children have Q = 0."""
+
+    def __init__(self, name: str, evaluator: LeafEvaluator, config: MCTSConfig, seed: int = 0) -> None:
+        super().__init__(
+            name, evaluator, config.simulations, leaves_per_game=config.leaves_per_game,
+            max_batch=config.max_batch, virtual_loss=config.virtual_loss, seed=seed,
+        )
+        self.config = config
+
+    def init_root(self, root: Node) -> None:
+        epsilon = self.config.dirichlet_epsilon
+        if epsilon > 0:
+            noise = self.rng.dirichlet([self.config.dirichlet_alpha] * len(root.actions))
+            root.priors = (1 - epsilon) * root.priors + epsilon * noise
+
+    def choose(self, node: Node) -> int:
+        # The hottest line of the search: ndarray methods skip numpy's module-level dispatch.
+        N = node.N
+        explore = (self.config.c_puct * math.sqrt(node.visits + 1)) * node.priors / (N + 1.0)
+        return int((node.W / np.maximum(N, 1.0) + explore).argmax())
+
+    def decide(self, root: Node, data: None) -> tuple[int, dict[int, float]]:
+        N = root.N
+        q = root.W / np.maximum(N, 1.0)
+        # Most visits wins; |q| <= 1 so the small q term only breaks ties between equal counts.
+        best = int(np.argmax(N + 1e-3 * q))
+        total = N.sum()
+        policy = {root.actions[i]: float(N[i] / total) for i in np.flatnonzero(N)}
+        return root.actions[best], policy
+
+
+def build_mcts(spec: AgentSpec, ctx: AgentContext, **options: Any) -> MCTSAgent:
+    """`mcts_<sims>` (random rollouts) or `model:<id>+mcts_<sims>`; `options` override `MCTSConfig` fields."""
+    config = replace(MCTSConfig(simulations=spec.budget), **options)
+    evaluator = make_evaluator(spec.model_id, ctx, rollouts=config.rollouts, seed=ctx.seed)
+    return MCTSAgent(spec.name, evaluator, config, seed=ctx.seed)

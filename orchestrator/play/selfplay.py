@@ -1,0 +1,229 @@
+"""The self-play job: many games at once through one batched agent, written as whole JSONL files.
+
+`run_selfplay` keeps up to `parallel_games` games in flight and hands all of their current states
+to the agent's `select_many` together, so a network-driven search evaluates the leaves of every
+game in the same forward passes. Finished games are buffered and flushed as a new file
+`<data_dir>/selfplay/<board_type>/<job_id>/games-<attempt>-<n>.jsonl` (see records.py), after
+which the job reports progress and learns whether to stop.
+
+Restarts are idempotent: game i of a job always has the id `<job_id>-<i>`; a new attempt first reads
+the job's directory (skipping torn lines) and plays only the indices that have no record yet. A
+graceful stop flushes the finished games and abandons the ones in flight, which the next attempt
+replays from the start.
+
+Exploration: `mcts` agents get Dirichlet noise at the root; for the first `temperature_moves`
+plies of a game the move is sampled from the search's policy with the game's own RNG (default:
+an eighth of the game's maximum length, and none for `gumbel`, whose root already samples
+through its Gumbel noise).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyspiel
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.cluster.job_types import JobContext, JobType
+from orchestrator.nn.checkpoint import load_checkpoint, model_path
+from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
+from orchestrator.play.games import DEFAULT_BOARD_TYPE, game_spec, load_game
+from orchestrator.play.mcts import build_mcts
+from orchestrator.play.records import (
+    CODE_VERSION, TEMP_SUFFIX, ReadStats, game_files, game_id, read_games, write_records,
+)
+
+DEFAULT_AGENT = "gumbel_64"
+SELFPLAY_DIRICHLET_EPSILON = 0.25
+_SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+class SelfplayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    board_type: str = DEFAULT_BOARD_TYPE
+    agent: str | None = Field(default=None, description="agent name; with model_id, the search it drives")
+    model_id: str | None = Field(default=None, description=f"shorthand for agent model:<id>+{DEFAULT_MODEL_SEARCH}")
+    num_games: int = Field(ge=1, le=1_000_000)
+    parallel_games: int = Field(default=16, ge=1, le=1024)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    max_moves: int | None = Field(default=None, ge=1, description="end a game as max_length after this many moves")
+    temperature_moves: int | None = Field(default=None, ge=0, description="plies whose move is sampled from the policy")
+    games_per_file: int = Field(default=64, ge=1, le=100_000)
+    flush_interval_s: float = Field(default=60.0, gt=0, description="flush and report at least this often")
+
+    @field_validator("board_type")
+    @classmethod
+    def _known_game(cls, value: str) -> str:
+        game_spec(value)  # raises UnknownGame (a ValueError) with the known names
+        return value
+
+    @model_validator(mode="after")
+    def _valid_agent(self) -> "SelfplayConfig":
+        self.agent_spec()
+        return self
+
+    def agent_spec(self) -> AgentSpec:
+        """The agent all seats play, combining `agent` and `model_id`."""
+        if self.model_id is None:
+            return parse_agent(self.agent or DEFAULT_AGENT)
+        if self.agent is None:
+            return parse_agent(f"model:{self.model_id}+{DEFAULT_MODEL_SEARCH}")
+        spec = parse_agent(self.agent)
+        if spec.model_id is None:
+            return parse_agent(f"model:{self.model_id}+{self.agent}")
+        if spec.model_id != self.model_id:
+            raise ValueError(f"agent {self.agent!r} names model {spec.model_id!r} but model_id is {self.model_id!r}")
+        return spec
+
+
+@dataclass(frozen=True)
+class _Game:
+    index: int
+    state: pyspiel.State
+    rng: random.Random
+    seed: int
+    started_at: str
+    moves: list[int] = field(default_factory=list)
+    policies: list[dict[str, float]] = field(default_factory=list)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _derive_seed(*parts: object) -> int:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # 31 bits: exact in every JSON reader
+
+
+def job_directory(data_dir: Path, board_type: str, job_id: str) -> Path:
+    if not job_id or job_id in (".", "..") or _SAFE_COMPONENT.search(job_id):
+        raise ValueError(f"job_id {job_id!r} is not a safe path component ([A-Za-z0-9._=-])")
+    # openspiel:<game(params)> names carry ':' and parentheses, which do not belong in paths.
+    return Path(data_dir) / "selfplay" / _SAFE_COMPONENT.sub("_", board_type) / job_id
+
+
+def _sample(policy: dict[int, float], rng: random.Random) -> int:
+    actions = list(policy)
+    return rng.choices(actions, weights=[policy[a] for a in actions])[0]
+
+
+def _resume(directory: Path, config: SelfplayConfig, job_id: str, attempt: int) -> tuple[deque[int], ReadStats, int]:
+    """Game indices still to play, what reading the existing files skipped, and the last file number of this attempt."""
+    for stale in directory.glob(f".*{TEMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)  # a killed writer's temp file: never renamed, so never part of the data
+    existing = ReadStats()
+    done_ids = {r["game_id"] for r in read_games(game_files(directory), existing)}
+    todo = deque(i for i in range(config.num_games) if game_id(job_id, i) not in done_ids)
+    prefix = f"games-{attempt}-"
+    numbers = (p.stem[len(prefix):] for p in directory.glob(f"{prefix}*.jsonl"))
+    return todo, existing, max((int(n) for n in numbers if n.isdigit()), default=0)
+
+
+def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Agent:
+    def load_from_data_dir(model_id: str) -> Any:
+        return load_checkpoint(model_path(ctx.data_dir, model_id), device=ctx.device).model
+
+    # A fresh seed per attempt: replayed games need not repeat the search noise of the lost ones.
+    actx = AgentContext(
+        board_type=config.board_type, seed=_derive_seed(config.seed, ctx.job_id, ctx.attempt),
+        load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device,
+    )
+    if spec.kind == "mcts":
+        return build_mcts(spec, actx, dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON)
+    return make_agent(spec, actx)
+
+
+def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
+    spec = config.agent_spec()
+    gspec = game_spec(config.board_type)
+    game = load_game(config.board_type)
+    directory = job_directory(Path(ctx.data_dir), config.board_type, ctx.job_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    todo, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)
+    already = config.num_games - len(todo)
+    agent = _make_agent(spec, config, ctx)
+    temperature_moves = config.temperature_moves
+    if temperature_moves is None:
+        temperature_moves = 0 if spec.kind == "gumbel" else max(1, gspec.max_game_length // 8)
+    seats = gspec.num_players
+    base_record = {
+        "job_id": ctx.job_id, "node_id": ctx.node_id, "attempt": ctx.attempt,
+        "board_type": config.board_type, "game": gspec.game_string,
+        "agents": [spec.name] * seats, "model_ids": [spec.model_id] * seats, "code_version": CODE_VERSION,
+    }
+
+    started = time.monotonic()
+    last_report = started
+    active: list[_Game] = []
+    finished: list[dict[str, Any]] = []
+    written = positions = files = 0
+    stopped = False
+
+    def progress() -> dict[str, Any]:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        report = {
+            "games_done": already + written, "games_total": config.num_games, "positions": positions,
+            "positions_per_s": positions / elapsed, "games_per_s": written / elapsed, "files": files,
+            "attempt": ctx.attempt, "resumed_games": already, "skipped_lines": existing.skipped,
+            "agent": spec.name, "in_flight": len(active),
+        }
+        evaluator = getattr(agent, "evaluator", None)
+        if evaluator is not None:
+            report.update({f"eval_{k}": v for k, v in evaluator.stats().items()})
+        return report
+
+    while (todo or active) and not stopped:
+        while todo and len(active) < config.parallel_games:
+            index = todo.popleft()
+            seed = _derive_seed(config.seed, ctx.job_id, index)
+            active.append(_Game(index, game.new_initial_state(), random.Random(seed), seed, _now()))
+        # Every game in flight goes to the agent at once, so a network search batches their leaves.
+        decisions = agent.select_many([g.state for g in active])
+        still_playing = []
+        for g, decision in zip(active, decisions):
+            action = _sample(decision.policy, g.rng) if len(g.moves) < temperature_moves else decision.action
+            g.moves.append(action)
+            g.policies.append({str(a): q for a, p in decision.policy.items() if (q := round(p, 6)) > 0})
+            g.state.apply_action(action)
+            positions += 1
+            terminal = g.state.is_terminal()
+            if terminal or (config.max_moves is not None and len(g.moves) >= config.max_moves):
+                finished.append({
+                    "game_id": game_id(ctx.job_id, g.index), "game_index": g.index, **base_record,
+                    "seed": g.seed, "moves": g.moves, "policies": g.policies,
+                    "outcome": [float(r) for r in g.state.returns()], "length": len(g.moves),
+                    "termination": "terminal" if terminal else "max_length",
+                    "started_at": g.started_at, "finished_at": _now(),
+                })
+            else:
+                still_playing.append(g)
+        active = still_playing
+        now = time.monotonic()
+        due = now - last_report >= config.flush_interval_s
+        if finished and (len(finished) >= config.games_per_file or due or not (todo or active)):
+            file_number += 1
+            write_records(directory, f"games-{ctx.attempt}-{file_number:05d}.jsonl", finished)
+            written += len(finished)
+            files += 1
+            finished = []
+            due = True
+        if due:
+            # Reports only follow a flush (or a quiet interval), so a stop never strands finished games.
+            last_report = now
+            stopped = bool(ctx.report(progress()))
+    result = progress()
+    result.update({"stopped": stopped, "complete": already + written == config.num_games,
+                   "directory": str(directory), "elapsed_s": time.monotonic() - started})
+    return result
+
+
+SELFPLAY = JobType(name="selfplay", config_model=SelfplayConfig, run=run_selfplay, wants_gpu=True)

@@ -1,0 +1,176 @@
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.learn.model_records import game_ids_digest
+from orchestrator.learn.training import (
+    PolicyValueConfig,
+    PolicyValueDataset,
+    TrainConfig,
+    TrainingDiverged,
+    build_dataset,
+    load_window,
+    outcome_vector,
+    replay,
+    train_policy_value,
+)
+from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
+from orchestrator.play.games import game_spec, load_game
+from orchestrator.play.records import game_files, read_games, write_records
+from orchestrator.play.selfplay import SelfplayConfig, job_directory, run_selfplay
+
+torch.set_num_threads(1)
+
+
+@dataclass
+class Context:
+    data_dir: Path
+    job_id: str = "sp"
+    node_id: str = "n1"
+    attempt: int = 1
+    device: str = "cpu"
+    reports: list = field(default_factory=list)
+
+    def report(self, progress):
+        self.reports.append(progress)
+        return False
+
+
+@pytest.fixture(scope="module")
+def selfplay(tmp_path_factory):
+    """Real self-play records (tic-tac-toe, mcts_8): (data_dir, files, records)."""
+    data_dir = tmp_path_factory.mktemp("data")
+    ctx = Context(data_dir)
+    run_selfplay(SelfplayConfig(board_type="tic_tac_toe", agent="mcts_8", num_games=24, parallel_games=8,
+                                games_per_file=8), ctx)
+    files = game_files(job_directory(data_dir, "tic_tac_toe", ctx.job_id))
+    return data_dir, files, list(read_games(files))
+
+
+def test_dataset_from_records_has_the_right_shapes_and_targets(selfplay):
+    _, _, records = selfplay
+    dataset = build_dataset("tic_tac_toe", records)
+    positions = sum(len(r["moves"]) for r in records)
+    assert len(dataset) == positions and dataset.skipped == {} and len(dataset.game_ids) == 24
+    assert dataset.observations.shape == (positions, 3, 3, 3)
+    assert dataset.policies.shape == (positions, 9) and dataset.values.shape == (positions, 1)
+    assert torch.allclose(dataset.policies.sum(dim=1), torch.ones(positions))
+    # Replay the first game by hand: the mover's view, the search's distribution, the mover's outcome.
+    game = load_game("tic_tac_toe")
+    record = records[0]
+    state = game.new_initial_state()
+    for i, move in enumerate(record["moves"]):
+        mover = state.current_player()
+        assert dataset.observations[i].flatten().tolist() == state.observation_tensor(mover)
+        expected = np.zeros(9, dtype=np.float32)
+        for action, p in record["policies"][i].items():
+            expected[int(action)] = p
+        assert np.allclose(dataset.policies[i].numpy(), expected / expected.sum())
+        assert set(np.flatnonzero(dataset.policies[i].numpy())) <= set(state.legal_actions())
+        assert dataset.values[i, 0].item() == outcome_vector(record["outcome"])[mover]
+        state.apply_action(move)
+
+
+def test_games_that_do_not_replay_are_skipped_whole(selfplay):
+    _, _, records = selfplay
+    good = records[:3]
+    illegal = copy.deepcopy(records[3])
+    illegal["moves"][-1] = illegal["moves"][0]  # an occupied square
+    other = {**copy.deepcopy(records[4]), "board_type": "connect_four"}
+    wrong_outcome = copy.deepcopy(records[5])
+    wrong_outcome["outcome"] = [5.0, 5.0]
+    bad_policy = copy.deepcopy(records[6])
+    bad_policy["policies"][1] = {str(bad_policy["moves"][0]): 1.0}  # the square just taken
+    result = replay("tic_tac_toe", [*good, illegal, other, wrong_outcome, bad_policy, good[0]])
+    assert result.game_ids == [r["game_id"] for r in good]
+    assert result.skipped == {"illegal_move": 1, "other_board_type": 1, "outcome_mismatch": 1, "bad_policy": 1,
+                              "duplicate": 1}
+    assert len(result.movers) == sum(len(r["moves"]) for r in good) == len(result.policies)
+
+
+def test_outcome_vector_is_win_draw_loss_per_seat():
+    assert outcome_vector([1.0, -1.0]) == [1.0, -1.0]
+    assert outcome_vector([0.0, 0.0]) == [0.0, 0.0]
+    assert outcome_vector([3.0, 1.0, 3.0]) == [0.0, -1.0, 0.0]
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return PolicyValueNet(ResNetConfig.for_game(game_spec("tic_tac_toe"), blocks=1, channels=16))
+
+
+def test_training_lowers_the_loss_on_a_fixed_dataset(selfplay):
+    dataset = build_dataset("tic_tac_toe", selfplay[2])
+    reports = []
+    metrics = train_policy_value(_small_net(), dataset, PolicyValueConfig(batch_size=32, lr=3e-3, steps=150,
+                                                                          report_every=25),
+                                 lambda progress: reports.append(progress) or False)
+    assert metrics["steps"] == 150 and not metrics["stopped"]
+    assert metrics["final_loss"] < 0.8 * metrics["initial_loss"]
+    assert metrics["final_value_loss"] < metrics["initial_value_loss"]
+    assert [r["step"] for r in reports] == [25, 50, 75, 100, 125, 150]
+    assert all({"loss", "policy_loss", "value_loss", "samples_per_s", "eta_s"} <= set(r) for r in reports)
+    assert reports[-1]["eta_s"] == 0 and reports[0]["samples_per_s"] > 0
+
+
+def test_should_stop_is_honoured_and_sgd_and_epochs_work(selfplay):
+    dataset = build_dataset("tic_tac_toe", selfplay[2])
+    metrics = train_policy_value(_small_net(), dataset, PolicyValueConfig(batch_size=16, steps=100, report_every=10),
+                                 lambda progress: True)
+    assert metrics["stopped"] and metrics["steps"] == 10
+    config = PolicyValueConfig(batch_size=16, epochs=2, optimizer="sgd", lr=0.01, report_every=1000)
+    metrics = train_policy_value(_small_net(), dataset, config)
+    assert metrics["steps"] == 2 * (len(dataset) // 16) and np.isfinite(metrics["final_loss"])
+
+
+def test_loop_trains_on_exactly_the_given_tensors():
+    observations = torch.rand(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    policies = torch.zeros(8, 9)
+    policies[:, 4] = 1.0
+    values = torch.ones(8, 1)
+    dataset = PolicyValueDataset(observations, policies, values, (), {}, 0)
+    metrics = train_policy_value(_small_net(), dataset, PolicyValueConfig(batch_size=64, lr=3e-2, steps=100,
+                                                                          report_every=10))
+    assert metrics["batch_size"] == 8  # a dataset smaller than a batch trains on all of it
+    assert metrics["final_policy_loss"] < 0.2 < metrics["initial_policy_loss"]
+    assert metrics["final_value_loss"] < 0.05
+
+
+def test_divergence_is_an_error_not_a_model():
+    observations = torch.full((8, 3, 3, 3), float("nan"))
+    dataset = PolicyValueDataset(observations, torch.full((8, 9), 1 / 9), torch.zeros(8, 1), (), {}, 0)
+    with pytest.raises(TrainingDiverged, match="step 2"):
+        train_policy_value(_small_net(), dataset, PolicyValueConfig(steps=5, report_every=2))
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"lr": float("nan")}, {"steps": 0}, {"epochs": -1.0},
+                                 {"optimizer": "lbfgs"}])
+def test_train_config_names_the_bad_field(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
+    with pytest.raises(ValueError, match="nope"):
+        TrainConfig.from_dict({"nope": 1})
+
+
+def test_lineage_lists_exactly_the_files_read(selfplay, tmp_path):
+    _, _, records = selfplay
+    directory = tmp_path / "selfplay" / "job"
+    first = write_records(directory, "a.jsonl", records[:5])
+    second = write_records(directory, "b.jsonl", records[5:8])
+    empty = write_records(directory, "c.jsonl", [])
+    paths = ["selfplay/job/a.jsonl", str(second), "selfplay/job/c.jsonl", "selfplay/job/gone.jsonl",
+             "selfplay/job/a.jsonl"]
+    loaded, window, stats = load_window(tmp_path, paths)
+    assert [f.path for f in window.files] == ["selfplay/job/a.jsonl", "selfplay/job/b.jsonl", "selfplay/job/c.jsonl"]
+    assert [f.sha256 for f in window.files] == [hashlib.sha256(p.read_bytes()).hexdigest()
+                                                for p in (first, second, empty)]
+    assert [r["game_id"] for r in loaded] == [r["game_id"] for r in records[:8]]
+    assert window.game_count == 8 and stats.files == 3
+    assert window.game_ids_digest == game_ids_digest(r["game_id"] for r in records[:8])
+    with pytest.raises(ValueError, match="outside"):
+        load_window(tmp_path / "selfplay", ["../elsewhere.jsonl"])
