@@ -67,3 +67,8 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
 def jobs_actor(node_id: str) -> Any:
     """Another node's JobSupervisor, for calls about jobs that live there; ValueError if none."""
     return ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)
+
+
+def election_actor(node_id: str) -> Any:
+    """Another node's ElectionActor (its fencing point for commands); ValueError if none."""
+    return ray.get_actor(election_name(node_id), namespace=NAMESPACE)

@@ -154,6 +154,34 @@ class NodesTableQuery(ApiModel):
     format: Literal["json", "text"] = "json"
 
 
+# --- self-play -------------------------------------------------------------------------------
+class SelfplayStartRequest(ApiModel):
+    board_type: str = "square8"
+    num_games: int = Field(ge=1, le=1_000_000)
+    agent: str | None = None
+    model_id: str | None = None
+    parallel_games: int = Field(16, ge=1, le=1024)
+    seed: int = Field(0, ge=0)
+    max_moves: int | None = Field(None, ge=1)
+    node_id: str | None = Field(None, pattern=NODE_ID, description="run there; without it the leader picks a node")
+    job_id: str | None = Field(None, pattern=JOB_ID)
+
+
+class ReduceSelfplayRequest(ApiModel):
+    target_jobs: int | None = Field(None, ge=0, description="self-play jobs to keep running")
+    factor: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="fraction of them to keep")
+
+
+class SelfplayWorkerRequest(ApiModel):
+    node_id: str = Field(pattern=NODE_ID)
+    capacity: int = Field(ge=0, le=1024, description="self-play jobs this node takes; 0 unregisters it")
+
+
+class AnalyticsQuery(ApiModel):
+    scope: Literal["cluster", "node"] = "cluster"
+    raw: bool = Field(False, description="additive tallies instead of figures (what nodes send each other)")
+
+
 # --- election --------------------------------------------------------------------------------
 class ElectionRequest(ApiModel):
     candidate_id: str = Field(pattern=NODE_ID)

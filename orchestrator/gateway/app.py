@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orchestrator.gateway import middleware, routes_admin, routes_core, routes_election, routes_jobs
+from orchestrator.gateway import middleware, routes_admin, routes_core, routes_election, routes_jobs, routes_selfplay
 from orchestrator.gateway.keys import MAX_BODY_BYTES, NODE, OPENAPI
 from orchestrator.gateway.endpoint import Endpoint, mount
 from orchestrator.gateway.node import NodeGateway
 from orchestrator.gateway.openapi import build_openapi
+from orchestrator.play.analytics import AnalyticsCache
 
-ROUTE_MODULES = (routes_core, routes_admin, routes_election, routes_jobs)
+ROUTE_MODULES = (routes_core, routes_admin, routes_election, routes_jobs, routes_selfplay)
 
 
 def all_endpoints() -> list[Endpoint]:
@@ -25,6 +26,7 @@ def build_app(node: NodeGateway) -> web.Application:
     app[NODE] = node
     app[OPENAPI] = build_openapi(endpoints)
     app[MAX_BODY_BYTES] = settings.max_body_bytes
+    app[routes_selfplay.ANALYTICS] = AnalyticsCache()
 
     async def lifecycle(app: web.Application):
         await node.start()

@@ -95,6 +95,30 @@ class _Game:
     policies: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass
+class SearchTally:
+    """Search effort across a job, for `/mcts/stats`: simulations, their depth, and search time."""
+
+    simulations: float = 0.0
+    depth_sum: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, decisions: list) -> None:
+        for decision in decisions:
+            sims = decision.stats.get("simulations", 0.0)
+            self.simulations += sims
+            self.depth_sum += sims * decision.stats.get("mean_depth", 0.0)
+        # One batched search serves every decision of the call: count its time once.
+        self.seconds += max((d.stats.get("search_s", 0.0) for d in decisions), default=0.0)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "simulations": self.simulations,
+            "simulations_per_s": self.simulations / self.seconds if self.seconds > 0 else 0.0,
+            "mean_depth": self.depth_sum / self.simulations if self.simulations else 0.0,
+        }
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -167,6 +191,7 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
     finished: list[dict[str, Any]] = []
     written = positions = files = 0
     stopped = False
+    search = SearchTally()
 
     def progress() -> dict[str, Any]:
         elapsed = max(time.monotonic() - started, 1e-9)
@@ -174,7 +199,7 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
             "games_done": already + written, "games_total": config.num_games, "positions": positions,
             "positions_per_s": positions / elapsed, "games_per_s": written / elapsed, "files": files,
             "attempt": ctx.attempt, "resumed_games": already, "skipped_lines": existing.skipped,
-            "agent": spec.name, "in_flight": len(active),
+            "agent": spec.name, "in_flight": len(active), **search.summary(),
         }
         evaluator = getattr(agent, "evaluator", None)
         if evaluator is not None:
@@ -188,6 +213,7 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
             active.append(_Game(index, game.new_initial_state(), random.Random(seed), seed, _now()))
         # Every game in flight goes to the agent at once, so a network search batches their leaves.
         decisions = agent.select_many([g.state for g in active])
+        search.add(decisions)
         still_playing = []
         for g, decision in zip(active, decisions):
             action = _sample(decision.policy, g.rng) if len(g.moves) < temperature_moves else decision.action

@@ -1,0 +1,28 @@
+"""Starting work on a chosen node: fencing first (the node refuses a stale leader), then its supervisor."""
+from __future__ import annotations
+
+from typing import Any
+
+from actors.bootstrap import election_actor, jobs_actor
+from orchestrator.errors import Unavailable
+
+
+def _remote(node, target: str, lookup) -> Any:
+    try:
+        return lookup(target)
+    except ValueError:
+        raise Unavailable(f"node {target!r} has no running actors", node_id=target) from None
+
+
+async def start_job_on(node, target: str, job_id: str, job_type: str, config: dict[str, Any],
+                       epoch: int | None) -> dict[str, Any]:
+    """Start a job on `target`; with an epoch (a leader's command) the target checks it first."""
+    if epoch is not None:
+        await node.call(_remote(node, target, election_actor).check_command_epoch.remote(epoch))
+    supervisor = node.actors.jobs if target == node.node_id else _remote(node, target, jobs_actor)
+    return await node.call(supervisor.start.remote(job_id, job_type, config))
+
+
+async def stop_job_on(node, target: str, job_id: str) -> dict[str, Any]:
+    supervisor = node.actors.jobs if target == node.node_id else _remote(node, target, jobs_actor)
+    return await node.call(supervisor.stop.remote(job_id))
