@@ -41,7 +41,7 @@ def test_tallies_merge_and_finish():
     assert figures["games"] == 3 and figures["mean_length"] == 20
     assert figures["seat_win_rates"] == [0.5, 0.5]
     assert figures["terminations"] == {"terminal": 2, "max_length": 1}
-    assert figures["games_last_hour"] == 2 and abs(figures["games_per_hour"] - 3 / 1.0) < 1e-9
+    assert figures["games_last_hour"] == 1 and abs(figures["games_per_hour"] - 3 / 1.0) < 1e-9
 
 
 def test_search_stats_weighting():
