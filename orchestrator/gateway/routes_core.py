@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator import __version__
+from orchestrator.gateway.dashboard import render
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.gateway.keys import OPENAPI
 from orchestrator.models import HealthResponse, NodesTableQuery, NodesTableResponse, RootResponse, StatusResponse
@@ -46,6 +47,10 @@ async def nodes_table(node, args: NodesTableQuery, request):
     return {"nodes": rows}
 
 
+async def dashboard(node, request):
+    return web.Response(text=render(node.status()), content_type="text/html")
+
+
 async def openapi(node, request):
     return request.app[OPENAPI]
 
@@ -57,5 +62,6 @@ ENDPOINTS = [
     Endpoint(("GET",), "/status", status, "Cluster status: leader, peers, jobs, health", response=StatusResponse),
     Endpoint(("GET",), "/nodes/table", nodes_table, "Cluster nodes as JSON rows, or ?format=text",
              args=NodesTableQuery, response=NodesTableResponse),
+    Endpoint(("GET",), "/dashboard", dashboard, "HTML dashboard: leader, health, peers and jobs"),
     Endpoint(("GET",), "/openapi.json", openapi, "This API's OpenAPI document"),
 ]

@@ -29,3 +29,6 @@ def test_root_tables_and_openapi(gateways):
     assert {"/health", "/status", "/start_job", "/admin/purge_stale"} <= set(spec["paths"])
     assert "StartJobRequest" in spec["components"]["schemas"]
     assert node.get("/nodes/table", params={"format": "xml"}).status_code == 400
+    page = node.get(root["links"]["dashboard"])
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "<h2>Peers</h2>" in page.text and "tables" in page.text
