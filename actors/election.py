@@ -217,6 +217,13 @@ class ElectionActor:
         node.observe_epoch(epoch, time.monotonic())
         self._persist()
 
+    async def observe_epoch(self, epoch: int) -> dict[str, Any]:
+        """A command of ours was refused by someone who has seen `epoch`: step down if it is newer."""
+        node = await self._ensure_started()
+        node.observe_epoch(epoch, time.monotonic())
+        self._persist()
+        return await self.status()
+
     async def leader_write(self, kind: str, key: str, doc: dict[str, Any]) -> dict[str, Any]:
         """Write cluster state as leader, carrying this term's epoch; a refusal makes us step down."""
         node = await self._ensure_started()

@@ -21,10 +21,13 @@ from orchestrator.cluster.job_types import get_job_type, known_job_types
 from orchestrator.cluster.jobs import ACTIVE, FINISHED, Job, JobState
 from orchestrator.config import Settings
 from orchestrator.errors import BadRequest, Conflict, NotFound
+from orchestrator.play.games import register_games
+from orchestrator.learn.series import add_point, columns, downsample
 from orchestrator.store import NodeStore, node_db_path
 
 log = logging.getLogger(__name__)
 TABLE = "jobs"
+SERIES_KEY = "metrics:"  # a job's metric series, in the node's kv table
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -37,6 +40,7 @@ class JobSupervisor:
         self.jobs: dict[str, Job] = {jid: Job.from_record(r) for jid, r in self.store.load(TABLE).items()}
         self.refs: dict[str, ray.ObjectRef] = {}
         self.node_gpus = _node_gpus(ray_node_id)
+        register_games(settings.games)
         self._recovered = False
 
     # --- helpers -------------------------------------------------------------------------
@@ -72,7 +76,8 @@ class JobSupervisor:
             num_cpus=kind.num_cpus,
             num_gpus=num_gpus,
             scheduling_strategy=pinned(self.ray_node_id),
-        ).remote(job.job_type, job.config, job.job_id, self.node_id, job.attempt, str(self.settings.node_dir()))
+        ).remote(job.job_type, job.config, job.job_id, self.node_id, job.attempt, str(self.settings.node_dir()),
+                 self.settings.games)
         self.refs[job.job_id] = ref
         self._save(job)
         asyncio.get_running_loop().create_task(self._watch(job.job_id, job.attempt, ref))
@@ -126,9 +131,31 @@ class JobSupervisor:
         job = self.jobs.get(job_id)
         if job is None:
             return True
+        current = attempt == job.attempt and job.state not in FINISHED
         stop = job.report(attempt, progress, time.time(), worker_pid)
         self._save(job)
+        if current and isinstance(progress.get("step"), int) and isinstance(progress.get("metrics"), dict):
+            self._append_point(job_id, progress["step"], progress["metrics"])  # a trainer's loss curve
         return stop
+
+    def _append_point(self, job_id: str, step: int, metrics: dict[str, float]) -> int:
+        doc = self.store.get("kv", SERIES_KEY + job_id) or {"points": []}
+        points = add_point(doc["points"], step, metrics)
+        self.store.put("kv", SERIES_KEY + job_id, {"points": points})
+        return len(points)
+
+    async def append_metrics(self, job_id: str, step: int, metrics: dict[str, float]) -> int:
+        """Add a point to a job's metric series (the same step again merges); returns the series length."""
+        self._recover()
+        self._job(job_id)
+        return self._append_point(job_id, step, metrics)
+
+    async def metrics(self, job_id: str, max_points: int) -> dict[str, Any]:
+        """A job's metric series, downsampled to `max_points`, as steps plus one column per metric."""
+        self._recover()
+        self._job(job_id)
+        points = (self.store.get("kv", SERIES_KEY + job_id) or {"points": []})["points"]
+        return {"total_points": len(points), **columns(downsample(points, max_points))}
 
     async def stop(self, job_id: str) -> dict[str, Any]:
         self._recover()

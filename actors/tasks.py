@@ -7,8 +7,10 @@ from typing import Any
 
 import ray
 
-from actors.naming import NAMESPACE, jobs_name
+from actors.naming import CLUSTER_STORE, NAMESPACE, jobs_name
 from orchestrator.cluster.job_types import get_job_type
+from orchestrator.play.games import register_games
+from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
 
 REPORT_TIMEOUT_S = 30.0
 
@@ -34,9 +36,32 @@ class RayJobContext:
         self.stop_seen = self.stop_seen or bool(stop)
         return self.stop_seen
 
+    def load_model(self, model_id: str) -> Any:
+        """A registered model, resolved from its registry record (files verified by sha256)."""
+        return load_registered(model_id, self.data_dir, self.device)
+
+    def register_model(self, doc: dict[str, Any], epoch: int, writer: str) -> dict[str, Any]:
+        """Write a model record under the commissioning leader's epoch; Conflict once it is stale."""
+        store = ray.get_actor(CLUSTER_STORE, namespace=NAMESPACE)
+        try:
+            return ray.get(store.write.remote(REGISTRY_KIND, doc["model_id"], doc, epoch, writer), timeout=REPORT_TIMEOUT_S)
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.cause if isinstance(exc.cause, Exception) else exc from None
+
+
+def load_registered(model_id: str, data_dir: str | Path | None, device: str = "cpu") -> Any:
+    """What `AgentContext.load_model` returns for a model in the registry (see orchestrator.learn.registry)."""
+    store = ray.get_actor(CLUSTER_STORE, namespace=NAMESPACE)
+    doc = ray.get(store.read.remote(REGISTRY_KIND, model_id), timeout=REPORT_TIMEOUT_S)
+    if doc is None:
+        raise ValueError(f"model {model_id!r} is not in the model registry")
+    return resolve_model(doc, data_dir, device)
+
 
 @ray.remote(max_retries=0)
-def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str) -> dict[str, Any]:
+def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str,
+            games: dict[str, str]) -> dict[str, Any]:
+    register_games(games)
     kind = get_job_type(job_type)
     ctx = RayJobContext(job_id, node_id, attempt, data_dir)
     # The first report marks the job running the moment its task starts, so a task that then

@@ -62,6 +62,7 @@ def run_benchmark(config: BenchmarkConfig, ctx: JobContext) -> dict[str, Any]:
     elapsed = time.monotonic() - started
     return {
         "device": str(device),
+        "assigned_device": ctx.device,  # what Ray gave the task; `device` is what torch could use
         "matrix_size": n,
         "dtype": config.dtype,
         "matmuls": matmuls,

@@ -36,6 +36,17 @@ class GameSpec:
     max_game_length: int
 
 
+def register_games(extra: dict[str, str]) -> None:
+    """Add a deployment's own board types (cluster.yaml `games`); built-in names cannot be redefined."""
+    for board_type, string in extra.items():
+        if CATALOGUE.get(board_type, string) != string:
+            raise UnknownGame(f"board_type {board_type!r} is built in as {CATALOGUE[board_type]!r}")
+        if board_type.startswith(OPENSPIEL_PREFIX):
+            raise UnknownGame(f"board_type {board_type!r} may not start with {OPENSPIEL_PREFIX!r}")
+        CATALOGUE[board_type] = string
+        load_game(board_type)  # fail at start-up, not in the middle of a job
+
+
 def game_string(board_type: str) -> str:
     if board_type in CATALOGUE:
         return CATALOGUE[board_type]

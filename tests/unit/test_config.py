@@ -47,3 +47,14 @@ def test_cluster_yaml_passes_rays_validator():
     assert settings.port == 8770 and "hex7" in settings.games
     assert any("orchestrator start" in command for command in document["head_start_ray_commands"])
     assert any("orchestrator start" in command for command in document["worker_start_ray_commands"])
+
+
+def test_extra_games_register_and_refuse_redefinition():
+    from orchestrator.play.games import UnknownGame, game_spec, register_games
+
+    register_games({"hex7": "hex(board_size=7)"})
+    assert game_spec("hex7").num_actions == 49
+    with pytest.raises(UnknownGame):
+        register_games({"square8": "chess"})
+    with pytest.raises(UnknownGame):
+        register_games({"broken": "no_such_game"})
