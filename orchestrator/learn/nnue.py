@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from orchestrator.learn.training import TrainConfig, fit, replay
-from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, _write_atomic
+from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, write_payload
 from orchestrator.play.features import terminal_value
 from orchestrator.play.games import load_game
 
@@ -191,14 +191,7 @@ def save_nnue(path: str | os.PathLike[str], model: NNUENet, *, code_version: str
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    sha256 = hashlib.sha256(data).hexdigest()
-    target = Path(path)
-    _write_atomic(target, data)
-    _write_atomic(target.with_name(target.name + SIDECAR_SUFFIX), (sha256 + "\n").encode())
-    return sha256
+    return write_payload(path, payload)
 
 
 def load_nnue(path: str | os.PathLike[str], expected_sha256: str | None = None,

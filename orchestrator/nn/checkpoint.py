@@ -17,13 +17,14 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from orchestrator.fileio import write_atomic
 
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 
@@ -52,24 +53,16 @@ def model_path(data_dir: str | os.PathLike[str], model_id: str) -> Path:
     return Path(data_dir) / "models" / f"{model_id}.pt"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # The rename itself is only durable once the directory entry is on disk.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def write_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> str:
+    """Save a torch payload atomically with its `.sha256` sidecar; returns the sha256."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    sha256 = hashlib.sha256(data).hexdigest()
+    target = Path(path)
+    write_atomic(target, data)
+    write_atomic(target.with_name(target.name + SIDECAR_SUFFIX), (sha256 + "\n").encode())
+    return sha256
 
 
 def save_checkpoint(
@@ -101,14 +94,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
-    sha256 = hashlib.sha256(data).hexdigest()
-    target = Path(path)
-    _write_atomic(target, data)
-    _write_atomic(target.with_name(target.name + SIDECAR_SUFFIX), (sha256 + "\n").encode())
-    return sha256
+    return write_payload(path, payload)
 
 
 def load_checkpoint(

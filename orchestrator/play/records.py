@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from orchestrator.fileio import write_atomic
+
 CODE_VERSION = "0.1.0"
 TERMINATIONS = ("terminal", "max_length")
-TEMP_SUFFIX = ".tmp"
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "game_id": str,
@@ -86,28 +86,9 @@ def validate_record(record: Any) -> str | None:
 
 
 def write_records(directory: Path, name: str, records: list[dict[str, Any]]) -> Path:
-    """Write `records` as `<directory>/<name>` atomically (temp file, fsync, rename, fsync dir)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    if target.exists():
-        raise FileExistsError(f"refusing to overwrite game file {target}")
+    """Write `records` as `<directory>/<name>` atomically; an existing game file is never overwritten."""
     payload = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return target
+    return write_atomic(Path(directory) / name, payload, overwrite=False)
 
 
 def game_files(directory: Path) -> list[Path]:

@@ -32,12 +32,13 @@ import pyspiel
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.cluster.job_types import JobContext, JobType
+from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, game_spec, load_game
 from orchestrator.play.mcts import build_mcts
 from orchestrator.play.records import (
-    CODE_VERSION, TEMP_SUFFIX, ReadStats, game_files, game_id, read_games, write_records,
+    CODE_VERSION, ReadStats, game_files, game_id, read_games, write_records,
 )
 
 DEFAULT_AGENT = "gumbel_64"

@@ -1,6 +1,5 @@
 """Jobs on a real Ray cluster through real HTTP: start, idempotency, stop, kill, stuck, restart."""
 import os
-import signal
 
 import ray
 
