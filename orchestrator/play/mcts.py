@@ -14,6 +14,7 @@ two-player and n-player zero-sum games need no sign flipping.
 """
 from __future__ import annotations
 
+import abc
 import math
 import time
 from dataclasses import dataclass, replace
@@ -53,7 +54,7 @@ class Node:
         self.children = [None] * len(actions)
 
 
-class BatchedSearch:
+class BatchedSearch(abc.ABC):
     """Lock-step simulations over many trees; subclasses pick children and the final move."""
 
     def __init__(
@@ -85,11 +86,13 @@ class BatchedSearch:
     def choose_root(self, root: Node, data: Any) -> int:
         return self.choose(root)
 
+    @abc.abstractmethod
     def choose(self, node: Node) -> int:
-        raise NotImplementedError
+        """The action to descend through at a non-root node."""
 
+    @abc.abstractmethod
     def decide(self, root: Node, data: Any) -> tuple[int, dict[int, float]]:
-        raise NotImplementedError
+        """The move played and the policy recorded, once the simulations are done."""
 
     # -- the loop ----------------------------------------------------------------------------
     def select_many(self, states: Sequence[pyspiel.State]) -> list[Decision]:

@@ -147,10 +147,10 @@ def _resume(directory: Path, config: SelfplayConfig, job_id: str, attempt: int) 
         stale.unlink(missing_ok=True)  # a killed writer's temp file: never renamed, so never part of the data
     existing = ReadStats()
     done_ids = {r["game_id"] for r in read_games(game_files(directory), existing)}
-    todo = deque(i for i in range(config.num_games) if game_id(job_id, i) not in done_ids)
+    remaining = deque(i for i in range(config.num_games) if game_id(job_id, i) not in done_ids)
     prefix = f"games-{attempt}-"
     numbers = (p.stem[len(prefix):] for p in directory.glob(f"{prefix}*.jsonl"))
-    return todo, existing, max((int(n) for n in numbers if n.isdigit()), default=0)
+    return remaining, existing, max((int(n) for n in numbers if n.isdigit()), default=0)
 
 
 def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Agent:
@@ -173,8 +173,8 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
     game = load_game(config.board_type)
     directory = job_directory(Path(ctx.data_dir), config.board_type, ctx.job_id)
     directory.mkdir(parents=True, exist_ok=True)
-    todo, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)
-    already = config.num_games - len(todo)
+    remaining, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)
+    already = config.num_games - len(remaining)
     agent = _make_agent(spec, config, ctx)
     temperature_moves = config.temperature_moves
     if temperature_moves is None:
@@ -207,9 +207,9 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
             report.update({f"eval_{k}": v for k, v in evaluator.stats().items()})
         return report
 
-    while (todo or active) and not stopped:
-        while todo and len(active) < config.parallel_games:
-            index = todo.popleft()
+    while (remaining or active) and not stopped:
+        while remaining and len(active) < config.parallel_games:
+            index = remaining.popleft()
             seed = _derive_seed(config.seed, ctx.job_id, index)
             active.append(_Game(index, game.new_initial_state(), random.Random(seed), seed, _now()))
         # Every game in flight goes to the agent at once, so a network search batches their leaves.
@@ -236,7 +236,7 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
         active = still_playing
         now = time.monotonic()
         due = now - last_report >= config.flush_interval_s
-        if finished and (len(finished) >= config.games_per_file or due or not (todo or active)):
+        if finished and (len(finished) >= config.games_per_file or due or not (remaining or active)):
             file_number += 1
             write_records(directory, f"games-{ctx.attempt}-{file_number:05d}.jsonl", finished)
             written += len(finished)
