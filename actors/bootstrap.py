@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from actors.cluster_store import ensure_cluster_store
+from actors.cmaes import ensure_cmaes_actor
 from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
 from actors.naming import NAMESPACE, election_name, jobs_name, peer_name, pinned
@@ -42,6 +43,7 @@ class NodeActors:
     jobs: Any
     election: Any
     cluster_store: Any
+    cmaes: Any  # the CMA-ES singleton on the head
 
     def local(self) -> tuple[Any, ...]:
         """The actors that belong to this node alone (the cluster store is shared)."""
@@ -61,7 +63,7 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
     election = ElectionActor.options(name=election_name(settings.node_id), **common).remote(settings.node_id, settings)
     store = ensure_cluster_store(settings.node_dir())
     return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs, election=election,
-                      cluster_store=store)
+                      cluster_store=store, cmaes=ensure_cmaes_actor(settings.node_dir()))
 
 
 def jobs_actor(node_id: str) -> Any:

@@ -5,9 +5,9 @@ model accepts both. Unknown fields are ignored, as the seed's clients send extra
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 JOB_ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -230,3 +230,94 @@ class ElectionStatus(ApiModel):
     highest_epoch: int
     voters: list[str]
     quorum: int
+
+
+# --- training / cmaes ------------------------------------------------------------------------
+MODEL_ID = r"^[A-Za-z0-9._-]{1,128}$"
+RUN_ID = r"^[A-Za-z0-9._-]{1,96}$"
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class TrainingStartRequest(ApiModel):
+    """Ranges are checked by the training job's own config model; its errors name these fields."""
+
+    board_type: str = "square8"
+    model_kind: Literal["policy_value", "nnue"] = "policy_value"
+    steps: int | None = Field(None, description="optimiser steps (or epochs; neither: one epoch)")
+    epochs: float | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    window_games: int = Field(10_000, description="train on this many newest self-play games of the board type")
+    seed: int = 0
+    report_every: int = Field(50, description="progress and a loss-curve point every this many steps")
+    parent: str | None = Field(None, pattern=MODEL_ID, description="continue from this registered model")
+    node_id: str | None = Field(None, pattern=NODE_ID, description="train there; without it the leader picks a node")
+    run_id: str | None = Field(None, pattern=RUN_ID, description="the same run_id and body again is the same run")
+
+
+class TrainingStartResponse(ApiModel):
+    status: Literal["success"] = "success"
+    run_id: str
+    node_id: str
+    job_id: str
+    model_id: str
+    created: bool
+
+
+class TrainingRunQuery(ApiModel):
+    run_id: str | None = Field(None, pattern=RUN_ID)
+
+
+class TrainingUpdateRequest(ApiModel):
+    run_id: str = Field(pattern=RUN_ID)
+    step: int = Field(ge=0, strict=True)
+    metrics: dict[str, FiniteNumber] = Field(min_length=1, max_length=64, description="finite numbers by name")
+
+
+class TrainingMetricsQuery(ApiModel):
+    run_id: str | None = Field(None, pattern=RUN_ID)
+    max_points: int = Field(200, ge=1, le=10_000, description="per run, evenly spaced, first and last kept")
+
+
+class ModelsQuery(ApiModel):
+    board_type: str | None = None
+    kind: Literal["policy_value", "nnue", "agent_params"] | None = None
+    status: Literal["candidate", "best", "archived", "rolled_back"] | None = None
+
+
+class CMAESStartRequest(ApiModel):
+    """Ranges are checked by the CMA-ES run's config; its errors name these fields."""
+
+    run_id: str | None = Field(None, pattern=RUN_ID)
+    board_type: str = "square8"
+    agent: str = Field("heuristic", description="heuristic (its weights), mcts_<sims> or gumbel_<sims> (search constants)")
+    params: dict[str, list[float]] = Field(description="{name: [low, high]}")
+    baseline: str = "random"
+    popsize: int | None = None
+    sigma0: float = Field(0.25, description="initial step, as a fraction of each parameter's range")
+    games_per_eval: int = Field(20, ge=2, validation_alias=AliasChoices("games_per_eval", "games_per_candidate"),
+                                description="paired games per candidate (colours swapped within a pair)")
+    generations: int
+    seed: int = 0
+    initial: dict[str, float] | None = None
+    opening_plies: int = 4
+    external_workers: bool = Field(False, description="evaluations come only from POST /cmaes/evaluate")
+    eval_timeout_s: float = Field(600.0, gt=0, le=7 * 86400, allow_inf_nan=False,
+                                  description="an evaluation not back by then is dispatched again")
+
+
+class CMAESEvaluateRequest(ApiModel):
+    run_id: str = Field(pattern=RUN_ID)
+    generation: int = Field(ge=0, strict=True)
+    candidate_id: str = Field(min_length=1, max_length=200)
+    fitness: FiniteNumber
+    games: int = Field(ge=1, strict=True)
+
+
+class CMAESRunQuery(ApiModel):
+    run_id: str | None = Field(None, pattern=RUN_ID)
+
+
+class CMAESResultRequest(ApiModel):
+    run_id: str = Field(pattern=RUN_ID)
+    force: bool = Field(False, description="finalise a run that is still going (it stops)")

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 _REGISTRY: dict[str, str] = {
     "benchmark": "orchestrator.cluster.benchmark_job:BENCHMARK",
     "selfplay": "orchestrator.play.selfplay:SELFPLAY",
+    "training": "orchestrator.learn.jobs:TRAINING",
+    "nnue_training": "orchestrator.learn.jobs:NNUE_TRAINING",
 }
 
 

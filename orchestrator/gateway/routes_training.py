@@ -1,0 +1,187 @@
+"""Training (seed sections "Selfplay & Training", "Metrics & Analytics") and the model registry.
+
+A training run is a record in the cluster store (kind `training_runs`, written by the leader)
+plus a `training` or `nnue_training` job on the node the leader chose. The run's live state is
+that job, asked of its node's JobSupervisor; its loss curve is the job's metric series, kept by
+the same supervisor (the job's own progress reports and `POST /training/update` both add to it).
+The model a run produces is in the registry (kind `models`) once the job registered it.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from actors.bootstrap import jobs_actor
+from orchestrator.cluster.placement import pick_training_node
+from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
+from orchestrator.gateway.dispatch import start_job_on
+from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.learn.jobs import NNUEJobConfig, PolicyValueJobConfig
+from orchestrator.learn.registry import REGISTRY_KIND
+from orchestrator.models import (ModelsQuery, TrainingMetricsQuery, TrainingRunQuery, TrainingStartRequest,
+                                 TrainingStartResponse, TrainingUpdateRequest)
+
+RUNS = "training_runs"
+JOB_TYPES = {"policy_value": ("training", PolicyValueJobConfig, "pv"), "nnue": ("nnue_training", NNUEJobConfig, "nnue")}
+REQUEST_FIELDS = ("board_type", "steps", "epochs", "batch_size", "lr", "window_games", "seed", "report_every", "parent")
+JOB_VIEW = ("state", "progress", "attempt", "stuck", "started_at", "finished_at", "error")
+
+
+def _job_config(model_kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Validated by the job type's own config model, so a bad field is refused before anything starts."""
+    try:
+        return JOB_TYPES[model_kind][1].model_validate(fields).model_dump(mode="json")
+    except ValueError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        raise BadRequest(f"{where}: {first['msg']}", field=where) from None
+
+
+def _target(node, wanted: str | None) -> str:
+    if wanted is None:
+        target = pick_training_node(node.peers())
+        if target is None:
+            raise Unavailable("no alive node can take training")
+        return target
+    peer = node.peer(wanted)
+    if peer is None:
+        raise NotFound(f"unknown node {wanted!r}", node_id=wanted)
+    if peer["state"] != "alive":
+        raise Conflict(f"node {wanted!r} is {peer['state']} and gets no work", node_id=wanted)
+    return wanted
+
+
+async def _start(node, args: TrainingStartRequest, model_kind: str):
+    request = {**args.model_dump(include=set(REQUEST_FIELDS)), "model_kind": model_kind, "node_id": args.node_id}
+    run_id = args.run_id or f"train-{uuid.uuid4().hex[:12]}"
+    job_type, _, tag = JOB_TYPES[model_kind]
+    model_id = f"{run_id}-{tag}"
+    epoch = node.election()["epoch"]
+    config = _job_config(model_kind, {**args.model_dump(include=set(REQUEST_FIELDS), exclude_none=True),
+                                      "model_id": model_id, "epoch": epoch, "leader_id": node.node_id})
+    existing = await node.call(node.actors.cluster_store.read.remote(RUNS, run_id))
+    if existing is not None:
+        if existing["request"] != request:
+            raise Conflict(f"training run {run_id!r} exists with a different body", run_id=run_id)
+        return _started(existing, created=False)
+    target = _target(node, args.node_id)
+    run = {"run_id": run_id, "job_id": run_id, "job_type": job_type, "model_kind": model_kind, "model_id": model_id,
+           "node_id": target, "board_type": args.board_type, "config": config, "request": request,
+           "created_at": time.time(), "epoch": epoch, "leader_id": node.node_id}
+    written = await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))  # refused unless we lead
+    if written["epoch"] != epoch:  # a newer term of ours than the cached view: commission the run under it
+        epoch = written["epoch"]
+        run.update(epoch=epoch, config={**config, "epoch": epoch})
+        await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
+    try:
+        await start_job_on(node, target, run_id, job_type, run["config"], epoch)
+    except Exception as exc:  # keep the run, and why it has no job, visible in /training/status
+        run["start_error"] = f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}"
+        await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
+        raise
+    await node.refresh()
+    return _started(run, created=True)
+
+
+def _started(run: dict[str, Any], created: bool) -> dict[str, Any]:
+    return {"status": "success", "created": created,
+            **{key: run[key] for key in ("run_id", "node_id", "job_id", "model_id")}}
+
+
+async def training_start(node, args: TrainingStartRequest, request):
+    return await _start(node, args, args.model_kind)
+
+
+async def nnue_start(node, args: TrainingStartRequest, request):
+    return await _start(node, args, "nnue")
+
+
+def _supervisor(node, node_id: str):
+    if node_id == node.node_id:
+        return node.actors.jobs
+    try:
+        return jobs_actor(node_id)
+    except ValueError:
+        raise Unavailable(f"node {node_id!r} has no running actors", node_id=node_id) from None
+
+
+async def _runs(node, run_id: str | None) -> list[dict[str, Any]]:
+    if run_id is None:
+        runs = await node.call(node.actors.cluster_store.list.remote(RUNS))
+        return sorted(runs.values(), key=lambda r: r["created_at"])
+    run = await node.call(node.actors.cluster_store.read.remote(RUNS, run_id))
+    if run is None:
+        raise NotFound(f"unknown training run {run_id!r}", run_id=run_id)
+    return [run]
+
+
+async def _run_view(node, run: dict[str, Any], models: dict[str, dict]) -> dict[str, Any]:
+    view = {key: value for key, value in run.items() if key != "request"}
+    try:
+        job = await node.call(_supervisor(node, run["node_id"]).get.remote(run["job_id"]))
+    except Exception as exc:  # one unreachable node must not hide every other run
+        view.update(job=None, job_error=f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}")
+        job = None
+    else:
+        view["job"] = {key: job[key] for key in JOB_VIEW}
+    result = (job or {}).get("result") or {}
+    model = models.get(run["model_id"])
+    view["registered"] = model is not None
+    view["model"] = model or result.get("model")
+    view["registration"] = result.get("registration")
+    view["skipped_note"] = result.get("skipped_note")
+    return view
+
+
+async def training_status(node, args: TrainingRunQuery, request):
+    runs = await _runs(node, args.run_id)
+    models = await node.call(node.actors.cluster_store.list.remote(REGISTRY_KIND))
+    views = await asyncio.gather(*(_run_view(node, run, models) for run in runs))
+    if args.run_id is not None:
+        return {"status": "success", "run": views[0]}
+    return {"status": "success", "count": len(views), "runs": views}
+
+
+async def training_update(node, args: TrainingUpdateRequest, request):
+    run = (await _runs(node, args.run_id))[0]
+    points = await node.call(_supervisor(node, run["node_id"]).append_metrics.remote(run["job_id"], args.step,
+                                                                                     args.metrics))
+    return {"status": "success", "run_id": args.run_id, "step": args.step, "points": points}
+
+
+async def _curve(node, run: dict[str, Any], max_points: int) -> dict[str, Any]:
+    curve = {"run_id": run["run_id"], "node_id": run["node_id"], "job_id": run["job_id"]}
+    try:
+        return {**curve, **await node.call(_supervisor(node, run["node_id"]).metrics.remote(run["job_id"], max_points))}
+    except Exception as exc:  # as in status: report the one run, keep the others
+        return {**curve, "error": f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}"}
+
+
+async def training_metrics(node, args: TrainingMetricsQuery, request):
+    runs = await _runs(node, args.run_id)
+    curves = await asyncio.gather(*(_curve(node, run, args.max_points) for run in runs))
+    return {"status": "success", "max_points": args.max_points, "runs": curves}
+
+
+async def list_models(node, args: ModelsQuery, request):
+    models = await node.call(node.actors.cluster_store.list.remote(REGISTRY_KIND))
+    wanted = {key: value for key, value in args.model_dump().items() if value is not None}
+    rows = [m for m in models.values() if all(m.get(key) == value for key, value in wanted.items())]
+    return {"status": "success", "count": len(rows), "models": sorted(rows, key=lambda m: m["created_at"])}
+
+
+ENDPOINTS = [
+    Endpoint(("POST",), "/training/start", training_start, "Start a training run on the node the leader picks",
+             args=TrainingStartRequest, response=TrainingStartResponse, leader_only=True),
+    Endpoint(("POST",), "/training/nnue/start", nnue_start, "Start an NNUE training run (model_kind nnue)",
+             args=TrainingStartRequest, response=TrainingStartResponse, leader_only=True),
+    Endpoint(("GET",), "/training/status", training_status, "Training runs with their live job and model (?run_id=)",
+             args=TrainingRunQuery),
+    Endpoint(("POST",), "/training/update", training_update, "A trainer reports a step's metrics (loss curve point)",
+             args=TrainingUpdateRequest),
+    Endpoint(("GET",), "/training/metrics", training_metrics, "Loss curves per run, downsampled (?run_id=&max_points=)",
+             args=TrainingMetricsQuery),
+    Endpoint(("GET",), "/models", list_models, "The model registry (?board_type=, ?kind=, ?status=)", args=ModelsQuery),
+]

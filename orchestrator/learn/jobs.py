@@ -1,0 +1,289 @@
+"""The `training` and `nnue_training` job types: train on this node's newest self-play games,
+write a verified checkpoint, and register it as a `candidate` with its exact lineage.
+
+A run reads the newest `window_games` games of its board type from
+`<data_dir>/selfplay/<board_type>/*/*.jsonl` (files newest first, games deduplicated by game_id,
+torn lines and duplicates skipped and counted), trains, writes `<data_dir>/models/<model_id>.pt`
+(or `.nnue`) atomically with its sha256, and returns the `ModelRecord`: its data window names
+exactly the files read (with their sha256) and the games trained on (count and id digest).
+
+Registration is fenced. The leader that starts a run puts its `epoch` and `leader_id` in the
+config; the finished job writes the record to the registry with them, and the cluster store
+accepts the write only while that leadership is the newest. A job started by a leader that has
+since been deposed trains and saves, but is refused registration, and its result says so. A run
+stopped on request saves and registers nothing.
+
+Progress (phase, step, losses, samples/s, ETA) goes through `ctx.report`; each training report
+also carries `metrics`, which the JobSupervisor appends to the job's metric series.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator import __version__
+from orchestrator.cluster.job_types import JobContext, JobType
+from orchestrator.errors import Conflict
+from orchestrator.learn.model_records import DataWindow, ModelRecord, game_ids_digest
+from orchestrator.learn.nnue import NNUENet, NNUESamples, NNUETrainConfig, save_nnue, train_nnue
+from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, replay, train_policy_value
+from orchestrator.nn.checkpoint import model_path, save_checkpoint
+from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
+from orchestrator.play.games import DEFAULT_BOARD_TYPE, game_spec
+from orchestrator.play.records import game_files
+from orchestrator.play.selfplay import job_directory
+
+MODEL_ID = r"^[A-Za-z0-9._-]{1,128}$"
+NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class TrainingJobConfig(BaseModel):
+    """What both trainers take. `steps` or `epochs` (not both; neither = one epoch over the window)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    board_type: str = DEFAULT_BOARD_TYPE
+    steps: int | None = Field(None, ge=1, le=10_000_000)
+    epochs: float | None = Field(None, gt=0, le=10_000, allow_inf_nan=False)
+    batch_size: int = Field(256, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10, allow_inf_nan=False)
+    window_games: int = Field(10_000, ge=1, le=10_000_000, description="train on this many newest games")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    report_every: int = Field(50, ge=1, le=1_000_000, description="report progress every this many steps")
+    parent: str | None = Field(None, pattern=MODEL_ID, description="start from this registered model's weights")
+    model_id: str | None = Field(None, pattern=MODEL_ID, description="default: derived from the job id")
+    epoch: int | None = Field(None, ge=1, description="the commissioning leader's epoch; registration carries it")
+    leader_id: str | None = Field(None, pattern=NODE_ID)
+
+    @field_validator("board_type")
+    @classmethod
+    def _known_game(cls, value: str) -> str:
+        game_spec(value)  # UnknownGame (a ValueError) lists the known names
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainingJobConfig":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give steps or epochs, not both")
+        if (self.epoch is None) != (self.leader_id is None):
+            raise ValueError("epoch and leader_id come together (the leader that commissioned the run)")
+        return self
+
+    def train_fields(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "lr": self.lr, "steps": self.steps, "epochs": self.epochs,
+                "seed": self.seed, "report_every": self.report_every}
+
+
+class PolicyValueJobConfig(TrainingJobConfig):
+    value_weight: float = Field(1.0, ge=0, le=100, allow_inf_nan=False)
+    blocks: int | None = Field(None, ge=0, le=40, description="residual blocks; default sized for the board")
+    channels: int | None = Field(None, ge=1, le=512)
+
+
+class NNUEJobConfig(TrainingJobConfig):
+    hidden: tuple[int, ...] = Field((256, 32, 32), min_length=1, max_length=8)
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(width < 1 or width > 4096 for width in value):
+            raise ValueError("every hidden width must be between 1 and 4096")
+        return value
+
+
+# -- the data window ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """The newest games read for a run, and exactly where they came from."""
+
+    records: list[dict[str, Any]]
+    data_window: DataWindow  # files read (sha256); game count and digest of `records`
+    skipped: dict[str, int]  # torn lines, invalid records, duplicate game_ids in the files read
+
+
+def _newest_first(data_dir: Path, board_type: str) -> list[Path]:
+    board_dir = job_directory(data_dir, board_type, "_").parent
+    if not board_dir.is_dir():
+        return []
+    files = [path for job_dir in board_dir.iterdir() if job_dir.is_dir() for path in game_files(job_dir)]
+
+    def mtime(path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except FileNotFoundError:  # removed by a cleanup since the listing; load_window skips it
+            return 0
+    return sorted(files, key=lambda p: (mtime(p), p.as_posix()), reverse=True)
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def newest_games(data_dir: str | Path, board_type: str, window_games: int) -> Window:
+    """The newest `window_games` games of `board_type` in this data directory.
+
+    Files are taken newest first until their lines cover the window; if torn lines or duplicates
+    leave it short, older files are added and the window is read again. Of the games read, the
+    newest by `finished_at` are kept."""
+    root = Path(data_dir)
+    files = _newest_first(root, board_type)
+    chosen: list[Path] = []
+    lines = 0
+    while True:
+        while lines < window_games and len(chosen) < len(files):
+            path = files[len(chosen)]
+            chosen.append(path)
+            lines += _lines(path)
+        records, window, stats = load_window(root, chosen)
+        if len(records) >= window_games or len(chosen) == len(files):
+            break
+        lines = len(records)  # read further back for the games the skipped lines did not give
+    records.sort(key=lambda r: (r["finished_at"], r["game_id"]), reverse=True)
+    kept = records[:window_games]
+    data_window = DataWindow(files=window.files, game_count=len(kept),
+                             game_ids_digest=game_ids_digest(r["game_id"] for r in kept))
+    return Window(kept, data_window, {"torn": stats.torn, "invalid": stats.invalid, "duplicates": stats.duplicates})
+
+
+# -- running a job -----------------------------------------------------------------------------
+
+def _model_id(config: TrainingJobConfig, ctx: JobContext) -> str:
+    return config.model_id or _UNSAFE.sub("_", ctx.job_id)[:128]
+
+
+def _reporter(ctx: JobContext, loss_names: tuple[str, ...], base: dict[str, Any]) -> Callable[[dict], bool]:
+    def report(progress: dict[str, Any]) -> bool:
+        metrics = {name: progress[name] for name in (*loss_names, "samples_per_s") if progress.get(name) is not None}
+        return bool(ctx.report({"phase": "training", **base, **progress, "metrics": metrics}))
+    return report
+
+
+def _load_parent(ctx: JobContext, parent: str, kind: type) -> Any:
+    loader = getattr(ctx, "load_model", None)
+    if loader is None:
+        raise ValueError(f"parent: this job context cannot load registered models (asked for {parent!r})")
+    loaded = loader(parent)
+    model = getattr(loaded, "model", loaded)
+    if not isinstance(model, kind):
+        raise ValueError(f"parent: model {parent!r} is not a {kind.__name__}")
+    return model
+
+
+def _register(ctx: JobContext, record: ModelRecord, config: TrainingJobConfig) -> dict[str, Any]:
+    if config.epoch is None:
+        return {"registered": False,
+                "registration": "not registered: no leader epoch in the config (start it with POST /training/start)"}
+    register = getattr(ctx, "register_model", None)
+    if register is None:
+        return {"registered": False, "registration": "not registered: this job context has no model registry"}
+    try:
+        register(record.to_dict(), config.epoch, config.leader_id)
+    except Conflict as refused:
+        return {"registered": False, "registration": f"registration refused: {refused.message}"}
+    return {"registered": True, "registration": f"registered under epoch {config.epoch} of {config.leader_id}"}
+
+
+def _skipped_note(skipped: dict[str, int], replay_skipped: dict[str, int]) -> str | None:
+    parts = [f"{count} {what}" for what, count in (("torn lines", skipped["torn"]),
+                                                    ("invalid records", skipped["invalid"]),
+                                                    ("duplicate games", skipped["duplicates"])) if count]
+    parts += [f"{count} games that did not replay ({why})" for why, count in sorted(replay_skipped.items())]
+    return "skipped " + ", ".join(parts) if parts else None
+
+
+def _finish(ctx: JobContext, config: TrainingJobConfig, kind: str, model_id: str, path: Path, sha256: str,
+            window: Window, trained_ids: list[str], metrics: dict[str, Any], replay_skipped: dict[str, int]
+            ) -> dict[str, Any]:
+    lineage = DataWindow(files=window.data_window.files, game_count=len(trained_ids),
+                         game_ids_digest=game_ids_digest(trained_ids))
+    record = ModelRecord(
+        model_id=model_id, board_type=config.board_type, kind=kind, parent=config.parent, created_at=time.time(),
+        data_window=lineage, training_config=config.model_dump(mode="json"), metrics=metrics,
+        code_version=__version__, path=path.relative_to(ctx.data_dir).as_posix(), sha256=sha256)
+    ctx.report({"phase": "registering", "model_id": model_id})
+    return {"model_id": model_id, "model": record.to_dict(), **_register(ctx, record, config),
+            "games_read": len(window.records), "games_trained": len(trained_ids),
+            "skipped": {**window.skipped, "unreplayable": sum(replay_skipped.values())},
+            "skipped_note": _skipped_note(window.skipped, replay_skipped), "stopped": False}
+
+
+def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
+    ctx.report({"phase": "reading", "board_type": config.board_type, "window_games": config.window_games})
+    window = newest_games(ctx.data_dir, config.board_type, config.window_games)
+    if not window.records:
+        where = job_directory(Path(ctx.data_dir), config.board_type, "_").parent
+        raise ValueError(f"board_type: no self-play games for {config.board_type} under {where}")
+    return window
+
+
+def _stopped(window: Window) -> dict[str, Any]:
+    return {"stopped": True, "registered": False, "registration": "stopped on request: nothing saved",
+            "games_read": len(window.records), "skipped": window.skipped}
+
+
+def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any]:
+    window = _read(ctx, config)
+    dataset = build_dataset(config.board_type, window.records)
+    spec = game_spec(config.board_type)
+    if config.parent:
+        model = _load_parent(ctx, config.parent, PolicyValueNet)
+        if (tuple(model.config.observation_shape), model.config.num_actions) != (spec.observation_shape, spec.num_actions):
+            raise ValueError(f"parent: model {config.parent!r} was built for another game than {config.board_type}")
+    else:
+        torch.manual_seed(config.seed)  # fresh weights depend only on the seed
+        model = PolicyValueNet(ResNetConfig.for_game(spec, config.blocks, config.channels))
+    train = PolicyValueConfig(**config.train_fields(), value_weight=config.value_weight, device=ctx.device)
+    base = {"games": len(dataset.game_ids), "positions": len(dataset)}
+    metrics = train_policy_value(model, dataset, train,
+                                 _reporter(ctx, ("loss", "policy_loss", "value_loss"), base))
+    if metrics["stopped"]:
+        return _stopped(window)
+    model_id = _model_id(config, ctx)
+    path = model_path(ctx.data_dir, model_id)
+    ctx.report({"phase": "saving", "model_id": model_id})
+    sha256 = save_checkpoint(path, model, code_version=__version__, parent=config.parent,
+                             data_window=window.data_window.to_dict(),
+                             extra={"training_config": config.model_dump(mode="json")})
+    metrics.update(positions=len(dataset), positions_without_policy=dataset.positions_without_policy)
+    return _finish(ctx, config, "policy_value", model_id, path, sha256, window, list(dataset.game_ids), metrics,
+                   dataset.skipped)
+
+
+def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
+    window = _read(ctx, config)
+    replayed = replay(config.board_type, window.records)
+    rows = np.arange(len(replayed.movers))
+    samples = NNUESamples(observations=replayed.observations,
+                          targets=np.ascontiguousarray(replayed.outcomes[rows, replayed.movers]),
+                          games=replayed.games, skipped_games=replayed.skipped_games)
+    parent = _load_parent(ctx, config.parent, NNUENet) if config.parent else None
+    train = NNUETrainConfig(**config.train_fields(), hidden=config.hidden, device=ctx.device)
+    model, metrics = train_nnue(samples, train, _reporter(ctx, ("loss",), {"games": samples.games,
+                                                                           "positions": len(samples)}), parent)
+    if metrics["stopped"]:
+        return _stopped(window)
+    model_id = _model_id(config, ctx)
+    path = model_path(ctx.data_dir, model_id).with_suffix(".nnue")
+    ctx.report({"phase": "saving", "model_id": model_id})
+    sha256 = save_nnue(path, model, code_version=__version__, parent=config.parent,
+                       data_window=window.data_window.to_dict(),
+                       extra={"training_config": config.model_dump(mode="json")})
+    metrics.update(positions=len(samples))
+    return _finish(ctx, config, "nnue", model_id, path, sha256, window, replayed.game_ids, metrics, replayed.skipped)
+
+
+TRAINING = JobType(name="training", config_model=PolicyValueJobConfig, run=run_training, wants_gpu=True)
+NNUE_TRAINING = JobType(name="nnue_training", config_model=NNUEJobConfig, run=run_nnue_training, wants_gpu=True)
