@@ -202,9 +202,10 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
             "attempt": ctx.attempt, "resumed_games": already, "skipped_lines": existing.skipped,
             "agent": spec.name, "in_flight": len(active), **search.summary(),
         }
-        evaluator = getattr(agent, "evaluator", None)
-        if evaluator is not None:
-            report.update({f"eval_{k}": v for k, v in evaluator.stats().items()})
+        # Only search agents count leaf evaluations; a heuristic's evaluator has no counters.
+        evaluator_stats = getattr(getattr(agent, "evaluator", None), "stats", None)
+        if callable(evaluator_stats):
+            report.update({f"eval_{k}": v for k, v in evaluator_stats().items()})
         return report
 
     while (remaining or active) and not stopped:

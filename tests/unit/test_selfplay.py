@@ -189,3 +189,11 @@ def test_read_games_skips_invalid_records_and_duplicates(tmp_path):
     records = list(read_games([good_file, extra], stats))
     assert len(records) == 2
     assert (stats.duplicates, stats.invalid, stats.torn, stats.skipped, stats.files) == (1, 1, 0, 2, 2)
+
+
+
+def test_heuristic_selfplay_runs(tmp_path):
+    """Agents without leaf-evaluation counters (heuristic, minimax) self-play too."""
+    ctx = Context(data_dir=tmp_path, job_id="heur")
+    result = run_selfplay(SelfplayConfig(board_type="tic_tac_toe", agent="heuristic", num_games=2), ctx)
+    assert result["games_done"] == 2 and "eval_network_calls" not in result
