@@ -211,9 +211,10 @@ class ElectionActor:
     async def check_command_epoch(self, epoch: int) -> None:
         """Fencing for commands a leader sends this node: refuse an epoch below the highest seen."""
         node = await self._ensure_started()
-        if epoch < node.highest_epoch:
-            raise Conflict(f"stale epoch {epoch}: this node has seen epoch {node.highest_epoch}",
-                           epoch=node.highest_epoch)
+        # Compared with the newest leadership this node accepted, not with epochs merely proposed
+        # by candidates that lost: those never led, so they must not fence a sitting leader.
+        if epoch < node.epoch:
+            raise Conflict(f"stale epoch {epoch}: this node follows epoch {node.epoch}", epoch=node.epoch)
         node.observe_epoch(epoch, time.monotonic())
         self._persist()
 
