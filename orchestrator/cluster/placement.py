@@ -42,7 +42,8 @@ def pick_training_node(peers: Iterable[dict[str, Any]]) -> str | None:
         return None
 
     def key(peer: dict[str, Any]) -> tuple:
-        free_gpu = peer["resources"].get("ray_gpus", 0) > 0 and active_jobs(peer, "training") == 0
+        training = active_jobs(peer, "training") + active_jobs(peer, "nnue_training")
+        free_gpu = peer["resources"].get("ray_gpus", 0) > 0 and training == 0
         return (not free_gpu, *_load_key(peer))
 
     return min(alive, key=key)["node_id"]

@@ -17,6 +17,7 @@ def test_only_alive_nodes_get_work_and_preferences_apply():
     assert pick_selfplay_node([_peer("b", state="retired")], {}) is None
     assert pick_training_node([_peer("a"), _peer("g", gpus=1, jobs=["training"]), _peer("h", gpus=1)]) == "h"
     assert pick_training_node([_peer("a", jobs=["selfplay"]), _peer("z")]) == "z"
+    assert pick_training_node([_peer("g", gpus=1, jobs=["nnue_training"]), _peer("h", gpus=1)]) == "h"
 
 
 def test_reduce_keeps_the_oldest():
