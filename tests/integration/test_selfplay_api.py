@@ -39,8 +39,10 @@ def test_leader_places_selfplay_and_analytics_count_the_games(gateways):
     assert analytics["unreachable"] == [] and ttt["games"] == 6 and ttt["games_last_hour"] == 6
     assert 5 <= ttt["mean_length"] <= 9 and sum(ttt["seat_win_rates"]) <= 1.0 + 1e-9
     assert sum(ttt["terminations"].values()) == 6
-    stats = owner.get("/mcts/stats").json()["stats"]
-    entry = next(s for s in stats if s["agent"] == "mcts_16" and s["node_id"] == owner.node_id)
+    # /mcts/stats is served from the cached view, which catches up within view_refresh_s.
+    entry = wait_until(lambda: next((s for s in owner.get("/mcts/stats").json()["stats"]
+                                     if s["agent"] == "mcts_16" and s["node_id"] == owner.node_id), None),
+                       what="search stats of the finished job")
     assert entry["simulations"] > 0 and entry["mean_depth"] > 0 and entry["leaves_per_network_call"] >= 1
 
 
