@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from orchestrator.learn.training import TrainConfig, fit, replay
-from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, write_payload
+from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, lineage_metadata, write_payload
 from orchestrator.play.features import terminal_value
 from orchestrator.play.games import load_game
 
@@ -177,13 +175,7 @@ def train_nnue(
 def save_nnue(path: str | os.PathLike[str], model: NNUENet, *, code_version: str, parent: str | None = None,
               data_window: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> str:
     """Write the network with its lineage atomically (checkpoint module's writer); returns its sha256."""
-    metadata = json.loads(json.dumps({
-        "parent": parent,
-        "data_window": dict(data_window) if data_window is not None else None,
-        "code_version": code_version,
-        "created_at": time.time(),
-        "extra": dict(extra) if extra is not None else {},
-    }))
+    metadata = lineage_metadata(code_version=code_version, parent=parent, data_window=data_window, extra=extra)
     payload = {
         "format": FORMAT_VERSION,
         "architecture": ARCHITECTURE,

@@ -65,6 +65,23 @@ def write_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> str:
     return sha256
 
 
+def lineage_metadata(*, code_version: str, parent: str | None, data_window: Mapping[str, Any] | None,
+                     extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What every saved network carries about where it came from, as plain JSON data."""
+    metadata = {
+        "parent": parent,
+        "data_window": dict(data_window) if data_window is not None else None,
+        "code_version": code_version,
+        "created_at": time.time(),
+        "extra": dict(extra) if extra is not None else {},
+    }
+    try:
+        # Round-trip through JSON so metadata stays plain data that weights-only loading accepts.
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: PolicyValueNet,
@@ -75,18 +92,7 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Write `model` with its lineage atomically; returns the sha256 of the file's bytes."""
-    metadata = {
-        "parent": parent,
-        "data_window": dict(data_window) if data_window is not None else None,
-        "code_version": code_version,
-        "created_at": time.time(),
-        "extra": dict(extra) if extra is not None else {},
-    }
-    try:
-        # Round-trip through JSON so metadata stays plain data that weights-only loading accepts.
-        metadata = json.loads(json.dumps(metadata))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+    metadata = lineage_metadata(code_version=code_version, parent=parent, data_window=data_window, extra=extra)
     payload = {
         "format": FORMAT_VERSION,
         "architecture": ARCHITECTURE,
