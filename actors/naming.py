@@ -1,6 +1,9 @@
 """Names and placement shared by every actor: one namespace, node-local actors named after their node."""
 from __future__ import annotations
 
+from typing import Any
+
+import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 NAMESPACE = "p2p"
@@ -25,3 +28,14 @@ def election_name(node_id: str) -> str:
 def pinned(ray_node_id: str) -> NodeAffinitySchedulingStrategy:
     """Hard affinity: a node-local actor or task never runs anywhere but its own node."""
     return NodeAffinitySchedulingStrategy(node_id=ray_node_id, soft=False)
+
+
+def lookup(name: str) -> Any:
+    """The one place a named actor is looked up; ValueError if no actor has that name."""
+    return ray.get_actor(name, namespace=NAMESPACE)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """Ray re-raises a task's or actor's exception wrapped in a RayTaskError; the original is its `cause`."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, BaseException) else exc

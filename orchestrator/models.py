@@ -17,6 +17,11 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class RequestModel(BaseModel):
+    """A request that configures work: an unknown field is a 400 that names it."""
+    model_config = ConfigDict(extra="forbid")
+
+
 # --- responses -------------------------------------------------------------------------------
 class ErrorResponse(ApiModel):
     status: Literal["error"] = "error"
