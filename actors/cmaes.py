@@ -6,7 +6,9 @@ non-retired nodes of the leader's peer view (Ray's SPREAD when that view is unav
 their fitness, tells cma and moves on to the next generation. An evaluation not back within the
 run's `eval_timeout_s` is dispatched again under the same candidate id (whichever answer arrives
 first counts, a later one is a duplicate); a missing result is never made up. A run with
-`external_workers` dispatches nothing: its evaluations come from `POST /cmaes/evaluate`.
+`external_workers` dispatches nothing: its evaluations come from `POST /cmaes/evaluate`, and only
+such a run takes them (as a wins/draws/losses breakdown of exactly its games per candidate; the
+fitness is derived from it). What may be tuned per agent kind is `actors.tunables.CMAES_TUNABLES`.
 
 What survives a failure: every run, in the cluster store (kind `cmaes_runs`): the full run record
 (cma's state included) and this actor's bookkeeping, rewritten on every change. Writes go through
@@ -31,12 +33,13 @@ from actors.cluster_store import head_node_id
 from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, peer_name, pinned
 from actors.tasks import load_registered
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
+from actors.tunables import CMAES_TUNABLES
 from orchestrator.learn.cmaes import (CMAESConfig, CMAESRun, Candidate, InvalidCMAES, UnknownCandidate,
-                                      candidate_factory, evaluate_candidate)
+                                      candidate_factory, evaluate_candidate, external_outcome)
 from orchestrator.learn.registry import REGISTRY_KIND, agent_params_doc, canonical_json
 from orchestrator.fileio import write_atomic
 from orchestrator.play.agents import AgentContext, make_agent
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN
 
 log = logging.getLogger(__name__)
 CMAES_ACTOR = "cmaes"
@@ -55,7 +58,9 @@ def _load_model(model_id: str) -> Any:
 @ray.remote(num_cpus=1, max_retries=0)
 def evaluate(config: dict[str, Any], candidate: dict[str, Any]) -> tuple[float, int]:
     """One candidate's fitness match: (mean points against the baseline, games played)."""
-    return evaluate_candidate(CMAESConfig.from_dict(config), Candidate(**candidate), load_model=_load_model)
+    outcome = evaluate_candidate(CMAESConfig.from_dict(config), Candidate(**candidate), CMAES_TUNABLES,
+                                 load_model=_load_model)
+    return outcome.fitness, outcome.games
 
 
 @dataclass
@@ -95,7 +100,7 @@ class _Entry:
 def _check_agents(config: CMAESConfig, run: CMAESRun) -> None:
     """Build the candidate and the baseline once, so a run that cannot play is refused at start."""
     try:
-        candidate_factory(config, run.mean_params(), load_model=_load_model)(0)
+        candidate_factory(config, run.mean_params(), CMAES_TUNABLES, load_model=_load_model)(0)
     except (ValueError, KeyError) as exc:
         raise BadRequest(f"agent: {exc}", field="agent") from None
     try:
@@ -237,7 +242,7 @@ class CMAESActor:
         self._ready()
         cmaes_config = CMAESConfig.from_dict(config)
         try:
-            if load_game(cmaes_config.board_type).num_players() != 2:
+            if BUILTIN.load(cmaes_config.board_type).num_players() != 2:
                 raise BadRequest("board_type: fitness matches need a two-player game", field="board_type")
         except ValueError as exc:
             raise BadRequest(f"board_type: {exc}", field="board_type") from None
@@ -250,7 +255,7 @@ class CMAESActor:
                     raise Conflict(f"CMA-ES run {cmaes_config.run_id!r} exists with a different body",
                                    run_id=cmaes_config.run_id)
                 return {"created": False, **self._view(existing)}
-            run = CMAESRun.start(cmaes_config)
+            run = CMAESRun.start(cmaes_config, CMAES_TUNABLES)
             _check_agents(cmaes_config, run)
             entry = _Entry(run, external, eval_timeout_s, time.time())
             if not self._persist(entry):
@@ -258,20 +263,25 @@ class CMAESActor:
             self.entries[cmaes_config.run_id] = entry
             return {"created": True, **self._view(entry)}
 
-    def submit(self, run_id: str, generation: int, candidate_id: str, fitness: float, games: int) -> dict[str, Any]:
+    def submit(self, run_id: str, generation: int, candidate_id: str, games: int, wins: int, draws: int,
+               losses: int, fitness: float | None = None) -> dict[str, Any]:
+        """An external worker's evaluation; see `external_outcome` for what a run takes (409 otherwise)."""
         self._ready()
         with self.lock:
             entry = self._entry(run_id)
             if entry.model_id is not None:
                 raise Conflict(f"CMA-ES run {run_id!r} is finalised (model {entry.model_id})", run_id=run_id)
+            outcome = external_outcome(entry.run.config, entry.external, games=games, wins=wins, draws=draws,
+                                       losses=losses, fitness=fitness)
             try:
-                result = entry.run.submit(candidate_id, generation, fitness, games, time.time())
+                result = entry.run.submit(candidate_id, generation, outcome.fitness, outcome.games, time.time())
             except UnknownCandidate as exc:
                 raise BadRequest(f"candidate_id: {exc.message}", field="candidate_id") from None
             if result.accepted:
                 entry.dirty = True
                 self._persist(entry)
-            return {**asdict(result), "generation": entry.run.generation, "saved": not entry.dirty}
+            return {**asdict(result), "fitness": outcome.fitness, "generation": entry.run.generation,
+                    "saved": not entry.dirty}
 
     def status(self, run_id: str | None = None) -> dict[str, Any]:
         self._ready()

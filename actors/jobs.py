@@ -21,7 +21,7 @@ from orchestrator.cluster.job_types import get_job_type, known_job_types
 from orchestrator.cluster.jobs import ACTIVE, FINISHED, Job, JobState
 from orchestrator.config import Settings
 from orchestrator.errors import BadRequest, Conflict, NotFound
-from orchestrator.play.games import register_games
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.learn.series import add_point, columns, downsample
 from orchestrator.store import NodeStore, node_db_path
 
@@ -40,7 +40,7 @@ class JobSupervisor:
         self.jobs: dict[str, Job] = {jid: Job.from_record(r) for jid, r in self.store.load(TABLE).items()}
         self.refs: dict[str, ray.ObjectRef] = {}
         self.node_gpus = _node_gpus(ray_node_id)
-        register_games(settings.games)
+        self.games = GameCatalog.from_settings(settings.games)
         self._recovered = False
 
     # --- helpers -------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class JobSupervisor:
             num_gpus=num_gpus,
             scheduling_strategy=pinned(self.ray_node_id),
         ).remote(job.job_type, job.config, job.job_id, self.node_id, job.attempt, str(self.settings.node_dir()),
-                 self.settings.games)
+                 self.games)
         self.refs[job.job_id] = ref
         self._save(job)
         asyncio.get_running_loop().create_task(self._watch(job.job_id, job.attempt, ref))
@@ -112,7 +112,8 @@ class JobSupervisor:
                              field="job_type", known=known_job_types())
         kind = get_job_type(job_type)
         try:
-            normalized = kind.config_model.model_validate(config).model_dump(mode="json")
+            normalized = kind.config_model.model_validate(
+                config, context={GAMES_CONTEXT_KEY: self.games}).model_dump(mode="json")
         except ValueError as exc:
             raise BadRequest(_first_error(exc), field="config") from None
         now = time.time()

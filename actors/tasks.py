@@ -9,7 +9,7 @@ import ray
 
 from actors.naming import CLUSTER_STORE, NAMESPACE, jobs_name
 from orchestrator.cluster.job_types import get_job_type
-from orchestrator.play.games import register_games
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
 
 REPORT_TIMEOUT_S = 30.0
@@ -18,11 +18,12 @@ REPORT_TIMEOUT_S = 30.0
 class RayJobContext:
     """The JobContext a job sees: progress goes to its node's JobSupervisor, which answers 'stop?'."""
 
-    def __init__(self, job_id: str, node_id: str, attempt: int, data_dir: str) -> None:
+    def __init__(self, job_id: str, node_id: str, attempt: int, data_dir: str, games: GameCatalog) -> None:
         self.job_id = job_id
         self.node_id = node_id
         self.attempt = attempt
         self.data_dir = Path(data_dir)
+        self.games = games
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.stop_seen = False
         self._supervisor = ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)
@@ -60,13 +61,12 @@ def load_registered(model_id: str, data_dir: str | Path | None, device: str = "c
 
 @ray.remote(max_retries=0)
 def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str,
-            games: dict[str, str]) -> dict[str, Any]:
-    register_games(games)
+            games: GameCatalog) -> dict[str, Any]:
     kind = get_job_type(job_type)
-    ctx = RayJobContext(job_id, node_id, attempt, data_dir)
+    ctx = RayJobContext(job_id, node_id, attempt, data_dir, games)
     # The first report marks the job running the moment its task starts, so a task that then
     # goes silent shows as stuck; a stop that arrived while it was queued ends it here.
     if ctx.report({"phase": "started"}):
         return {"result": None, "stopped": True}
-    result = kind.run(kind.config_model.model_validate(config), ctx)
+    result = kind.run(kind.config_model.model_validate(config, context={GAMES_CONTEXT_KEY: games}), ctx)
     return {"result": result, "stopped": ctx.stop_seen}

@@ -35,7 +35,7 @@ from open_spiel.python.algorithms import mcts as openspiel_mcts  # noqa: E402
 
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig  # noqa: E402
 from orchestrator.play.evaluators import NetworkEvaluator, RolloutEvaluator  # noqa: E402
-from orchestrator.play.games import game_spec, load_game  # noqa: E402
+from orchestrator.play.games import BUILTIN  # noqa: E402
 from orchestrator.play.mcts import MCTSAgent, MCTSConfig  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int
 
 
 def rollout_comparison(game: pyspiel.Game, board_type: str, positions: list[pyspiel.State], sims: int, seed: int) -> dict[str, float]:
-    spec = game_spec(board_type)
+    spec = BUILTIN.spec(board_type)
     ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(spec.num_players, seed=seed), MCTSConfig(sims), seed=seed)
     python_bot = openspiel_mcts.MCTSBot(
         game, 2.0, sims, openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed)),
@@ -155,8 +155,8 @@ def main() -> None:
 
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
-    game = load_game(args.board_type)
-    spec = game_spec(args.board_type)
+    game = BUILTIN.load(args.board_type)
+    spec = BUILTIN.spec(args.board_type)
     config = ResNetConfig.for_game(spec, blocks=args.blocks, channels=args.channels)
     net = PolicyValueNet(config).eval()
     starts = openings(game, args.games, args.seed)

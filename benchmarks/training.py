@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from orchestrator.learn.jobs import PolicyValueJobConfig, newest_games, run_training  # noqa: E402
 from orchestrator.learn.training import build_dataset  # noqa: E402
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig  # noqa: E402
-from orchestrator.play.games import game_spec  # noqa: E402
+from orchestrator.play.games import BUILTIN, GameCatalog  # noqa: E402
 from orchestrator.play.selfplay import SelfplayConfig, run_selfplay  # noqa: E402
 
 
@@ -48,6 +48,7 @@ class Context:
     job_id: str = "bench"
     node_id: str = "bench-node"
     attempt: int = 1
+    games: GameCatalog = BUILTIN
     reports: list[dict[str, Any]] = field(default_factory=list)
 
     def report(self, progress: dict[str, Any]) -> bool:
@@ -127,7 +128,7 @@ def main() -> None:
 def run(args: argparse.Namespace, data_dir: Path) -> None:
     window = newest_games(data_dir, args.board_type, args.games)
     dataset = build_dataset(args.board_type, window.records)
-    net_config = ResNetConfig.for_game(game_spec(args.board_type))
+    net_config = ResNetConfig.for_game(BUILTIN.spec(args.board_type))
     tensors = (dataset.observations.to(args.device), dataset.policies.to(args.device), dataset.values.to(args.device))
     job_config = PolicyValueJobConfig(board_type=args.board_type, steps=args.steps, batch_size=args.batch_size,
                                       lr=args.lr, window_games=args.games)

@@ -13,6 +13,8 @@ from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel
 
+from orchestrator.play.games import GameCatalog
+
 # job_type -> "module:attribute" of its JobType; imported on first use so a node pays only for what it runs.
 _REGISTRY: dict[str, str] = {
     "benchmark": "orchestrator.cluster.benchmark_job:BENCHMARK",
@@ -28,6 +30,7 @@ class JobContext(Protocol):
     attempt: int
     data_dir: Path
     device: str  # "cpu" or "cuda"
+    games: GameCatalog  # this deployment's board types
 
     def report(self, progress: dict[str, Any]) -> bool:
         """Record progress; returns True when the job has been asked to stop gracefully."""

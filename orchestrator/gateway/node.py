@@ -17,7 +17,7 @@ from orchestrator import __version__
 from orchestrator.cluster.membership import cluster_health
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
-from orchestrator.play.games import register_games
+from orchestrator.play.games import GameCatalog
 
 log = logging.getLogger(__name__)
 HEALTH_RULE = ("critical: no leader known or fewer than a strict majority of non-retired peers alive; "
@@ -30,7 +30,7 @@ class NodeGateway:
         self.actors = actors
         self.node_id = settings.node_id
         self.started = time.monotonic()
-        register_games(settings.games)
+        self.games = GameCatalog.from_settings(settings.games)
         self._snapshot: dict[str, Any] = {"peers": [], "eligible": [self.node_id]}
         self._jobs: list[dict[str, Any]] = []
         self._election: dict[str, Any] = {"is_leader": False, "leader_id": None, "epoch": 0}

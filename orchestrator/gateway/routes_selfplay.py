@@ -14,16 +14,17 @@ from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.gateway.forward import forward_to_leader
 from orchestrator.models import AnalyticsQuery, ReduceSelfplayRequest, SelfplayStartRequest, SelfplayWorkerRequest
 from orchestrator.play.analytics import AnalyticsCache, Tally, search_stats
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.play.selfplay import SelfplayConfig
 
 WORKERS = "selfplay_workers"
 ANALYTICS = web.AppKey("analytics_cache", AnalyticsCache)
 
 
-def _config(args: SelfplayStartRequest) -> dict:
+def _config(args: SelfplayStartRequest, games: GameCatalog) -> dict:
     fields = args.model_dump(exclude={"node_id", "job_id"}, exclude_none=True)
     try:
-        return SelfplayConfig.model_validate(fields).model_dump(mode="json", exclude_none=True)
+        return SelfplayConfig.model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json", exclude_none=True)
     except ValueError as exc:
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
@@ -41,7 +42,7 @@ def _workable(node, node_id: str) -> None:
 async def selfplay_start(node, args: SelfplayStartRequest, request):
     if args.node_id is None and not node.is_leader:
         return await forward_to_leader(node, request)
-    config = _config(args)
+    config = _config(args, node.games)
     if args.node_id is not None:
         _workable(node, args.node_id)
     workers = await node.call(node.actors.cluster_store.list.remote(WORKERS))

@@ -20,6 +20,7 @@ from orchestrator.gateway.dispatch import start_job_on
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.learn.jobs import NNUEJobConfig, PolicyValueJobConfig
 from orchestrator.learn.registry import REGISTRY_KIND
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.models import (ModelsQuery, TrainingMetricsQuery, TrainingRunQuery, TrainingStartRequest,
                                  TrainingStartResponse, TrainingUpdateRequest)
 
@@ -29,10 +30,10 @@ REQUEST_FIELDS = ("board_type", "steps", "epochs", "batch_size", "lr", "window_g
 JOB_VIEW = ("state", "progress", "attempt", "stuck", "started_at", "finished_at", "error")
 
 
-def _job_config(model_kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _job_config(model_kind: str, fields: dict[str, Any], games: GameCatalog) -> dict[str, Any]:
     """Validated by the job type's own config model, so a bad field is refused before anything starts."""
     try:
-        return JOB_TYPES[model_kind][1].model_validate(fields).model_dump(mode="json")
+        return JOB_TYPES[model_kind][1].model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json")
     except ValueError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "body"
@@ -60,7 +61,7 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     model_id = f"{run_id}-{tag}"
     epoch = node.election()["epoch"]
     config = _job_config(model_kind, {**args.model_dump(include=set(REQUEST_FIELDS), exclude_none=True),
-                                      "model_id": model_id, "epoch": epoch, "leader_id": node.node_id})
+                                      "model_id": model_id, "epoch": epoch, "leader_id": node.node_id}, node.games)
     existing = await node.call(node.actors.cluster_store.read.remote(RUNS, run_id))
     if existing is not None:
         if existing["request"] != request:

@@ -13,14 +13,16 @@ idempotent: a late duplicate of an evaluation (a re-dispatched task that finishe
 reported as a duplicate and never counted twice.
 
 `play_fitness_match` is what a Ray evaluation task runs: paired games from seeded random
-openings, colours swapped within each pair, scored as the candidate's mean points.
+openings, colours swapped within each pair, scored as the candidate's mean points. An evaluation
+from outside the cluster is taken only by a run made for external workers, as a wins/draws/losses
+breakdown of exactly the run's games (`external_outcome`); its fitness is derived, never trusted.
+What CMA-ES may tune for each agent kind (`Tunable`) is a catalogue handed in by the caller.
 """
 from __future__ import annotations
 
 import base64
 import copy
 import hashlib
-import importlib
 import math
 import pickle
 import re
@@ -30,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from orchestrator.errors import BadRequest, NotFound
+from orchestrator.errors import BadRequest, Conflict, NotFound
 
 with warnings.catch_warnings():
     # cma warns at import that matplotlib (plotting only) is missing; nothing here plots.
@@ -276,10 +278,11 @@ class CMAESRun:
         self.last_result_at: float | None = state["last_result_at"]
 
     @classmethod
-    def start(cls, config: CMAESConfig) -> CMAESRun:
-        """A new run. Refuses parameters the agent cannot take; starts from the agent's own
-        defaults (clipped into the bounds) unless `config.initial` says otherwise."""
-        tunable = tunable_params(config.agent)
+    def start(cls, config: CMAESConfig, tunables: Tunables) -> CMAESRun:
+        """A new run. Refuses parameters the agent cannot take (by the `tunables` catalogue);
+        starts from the agent's own defaults (clipped into the bounds) unless `config.initial`
+        says otherwise."""
+        tunable = tunable_params(config.agent, tunables)
         unknown = sorted(set(config.params) - set(tunable))
         if unknown:
             raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
@@ -463,6 +466,53 @@ class CMAESRun:
 
 # -- evaluation -------------------------------------------------------------------------------
 
+class EvaluationRefused(Conflict):
+    """An evaluation the run does not take: not an external run, or not the games it asked for."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A candidate's games against the baseline; its fitness is its mean points (win 1, draw 0.5)."""
+
+    wins: int
+    draws: int
+    losses: int
+
+    @property
+    def games(self) -> int:
+        return self.wins + self.draws + self.losses
+
+    @property
+    def fitness(self) -> float:
+        return (self.wins + 0.5 * self.draws) / self.games
+
+
+def external_outcome(config: CMAESConfig, external: bool, *, games: int, wins: int, draws: int, losses: int,
+                     fitness: float | None = None) -> Outcome:
+    """An evaluation sent from outside the cluster, checked against its run. Only a run created for
+    external workers takes one; it must report exactly the run's `games_per_candidate`, as a
+    wins/draws/losses breakdown that sums to it, and the fitness is derived from that breakdown (a
+    `fitness` sent along must agree with it). Raises EvaluationRefused (409) otherwise."""
+    run_id = config.run_id
+    if not external:
+        raise EvaluationRefused(f"CMA-ES run {run_id!r} evaluates its candidates on the cluster; it takes no "
+                                "external evaluations (start it with external_workers: true)", run_id=run_id)
+    for name, value in (("games", games), ("wins", wins), ("draws", draws), ("losses", losses)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise _bad(name, "must be a non-negative integer")
+    if games != config.games_per_candidate:
+        raise EvaluationRefused(f"games: run {run_id!r} asks for {config.games_per_candidate} games per candidate, "
+                                f"not {games}", run_id=run_id, field="games")
+    outcome = Outcome(int(wins), int(draws), int(losses))
+    if outcome.games != games:
+        raise EvaluationRefused(f"wins/draws/losses: {wins}+{draws}+{losses} = {outcome.games} games, not {games}",
+                                run_id=run_id, field="wins")
+    if fitness is not None and abs(_finite("fitness", fitness) - outcome.fitness) > 1e-9:
+        raise EvaluationRefused(f"fitness: {fitness} is not the {outcome.fitness} that {wins} wins, {draws} draws "
+                                f"and {losses} losses score", run_id=run_id, field="fitness")
+    return outcome
+
+
 AgentFactory = Callable[[int], Any]  # seed -> an `Agent` with the candidate's parameters
 
 
@@ -473,18 +523,24 @@ def evaluation_seed(config: CMAESConfig, generation: int) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-# Search constants worth tuning, with the ranges CMA-ES may explore; defaults come from the
-# search's own config so that a run starts from what the agent does today.
-_SEARCH_RANGES: dict[str, tuple[str, str, dict[str, tuple[float, float]]]] = {
-    "mcts": ("orchestrator.play.mcts", "MCTSConfig", {"c_puct": (0.1, 8.0)}),
-    "gumbel": ("orchestrator.play.gumbel", "GumbelConfig", {"c_visit": (1.0, 200.0), "c_scale": (0.01, 1.0)}),
-}
+@dataclass(frozen=True)
+class Tunable:
+    """What CMA-ES may tune for one agent kind: `params` is {name: (low, high, default)}, and
+    `build(spec, ctx, values)` makes the agent (an `AgentSpec` and an `AgentContext` of
+    `orchestrator.play.agents`) with `values` for those names. The catalogue of tunables, by agent
+    kind, is wired where the agents are (the actors layer) and handed in."""
+
+    params: Mapping[str, tuple[float, float, float]]
+    build: Callable[[Any, Any, dict[str, float]], Any]
 
 
-def tunable_params(agent: str) -> dict[str, tuple[float, float, float]]:
-    """What CMA-ES can tune for an agent name: {name: (low, high, default)}. Heuristic weights for
-    `heuristic`; the search constants of `mcts_<sims>` (c_puct) and `gumbel_<sims>` (c_visit,
-    c_scale), also when a registered network drives them (`model:<id>+gumbel_64`)."""
+Tunables = Mapping[str, Tunable]
+
+
+def tunable_params(agent: str, tunables: Tunables) -> dict[str, tuple[float, float, float]]:
+    """What CMA-ES can tune for an agent name: {name: (low, high, default)}, by the kind of the
+    agent (`mcts_<sims>` is kind `mcts`), also when a registered network drives the search
+    (`model:<id>+gumbel_64`)."""
     from orchestrator.play.agents import parse_agent
 
     try:
@@ -493,38 +549,26 @@ def tunable_params(agent: str) -> dict[str, tuple[float, float, float]]:
         raise _bad("agent", str(exc)) from None
     if spec.params_id is not None:
         raise _bad("agent", f"{agent!r}: tune plain heuristic weights, not a registered parameter set")
-    if spec.kind == "heuristic":
-        from orchestrator.play.heuristic import HEURISTIC_PARAMS
-
-        return dict(HEURISTIC_PARAMS)
-    if spec.kind in _SEARCH_RANGES:
-        module_name, config_name, ranges = _SEARCH_RANGES[spec.kind]
-        defaults = getattr(importlib.import_module(module_name), config_name).__dataclass_fields__
-        return {name: (low, high, float(defaults[name].default)) for name, (low, high) in ranges.items()}
-    tunable = ", ".join(["heuristic", *(f"{kind}_<sims>" for kind in _SEARCH_RANGES)])
-    raise _bad("agent", f"{agent!r} has no tunable parameters; tunable: {tunable}")
+    if spec.kind not in tunables:
+        raise _bad("agent", f"{agent!r} has no tunable parameters; tunable kinds: {sorted(tunables)}")
+    return dict(tunables[spec.kind].params)
 
 
-def candidate_factory(config: CMAESConfig, params: Mapping[str, float], *,
+def candidate_factory(config: CMAESConfig, params: Mapping[str, float], tunables: Tunables, *,
                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> AgentFactory:
     """seed -> the candidate's agent, for `play_fitness_match`. `load_model` serves `model:<id>`
     agents, as in `AgentContext`."""
     from orchestrator.play.agents import AgentContext, parse_agent
 
-    tunable = tunable_params(config.agent)
+    tunable = tunable_params(config.agent, tunables)
     unknown = sorted(set(params) - set(tunable))
     if unknown:
         raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
     spec = parse_agent(config.agent)
+    build = tunables[spec.kind].build
     values = dict(params)
-    if spec.kind == "heuristic":
-        from orchestrator.play.heuristic import make_heuristic_agent
-
-        return lambda seed: make_heuristic_agent(values, seed)
-    module = importlib.import_module(_SEARCH_RANGES[spec.kind][0])
-    builder = getattr(module, f"build_{spec.kind}")
-    return lambda seed: builder(spec, AgentContext(board_type=config.board_type, seed=seed,
-                                                   load_model=load_model, device=device), **values)
+    return lambda seed: build(spec, AgentContext(board_type=config.board_type, seed=seed, load_model=load_model,
+                                                 device=device), values)
 
 
 def _opening(game: Any, plies: int, rng: np.random.Generator) -> Any:
@@ -541,19 +585,19 @@ def _opening(game: Any, plies: int, rng: np.random.Generator) -> Any:
 
 def play_fitness_match(board_type: str, candidate_agent_factory: AgentFactory, baseline_agent_name: str,
                        games: int, seed: int, *, opening_plies: int = 4,
-                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> tuple[float, int]:
-    """The candidate's mean points against the baseline (win 1, draw 0.5, loss 0) over paired games.
+                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> Outcome:
+    """The candidate's results against the baseline over paired games (fitness: its mean points).
 
     Each seeded random opening is played twice with colours swapped, so an opening's bias cancels
     within its pair; an odd `games` is rounded up to whole pairs. All games advance together, so
-    each agent's `select_many` sees every game waiting on it at once. Returns (score, games played).
+    each agent's `select_many` sees every game waiting on it at once.
     """
     from orchestrator.play.agents import AgentContext, make_agent
-    from orchestrator.play.games import load_game
+    from orchestrator.play.games import BUILTIN
 
     if isinstance(games, bool) or not isinstance(games, int) or games < 1:
         raise _bad("games", "must be a positive integer")
-    game = load_game(board_type)
+    game = BUILTIN.load(board_type)
     if game.num_players() != 2:
         raise _bad("board_type", f"{board_type} has {game.num_players()} players; fitness matches need two")
     candidate = candidate_agent_factory(seed)
@@ -576,17 +620,15 @@ def play_fitness_match(board_type: str, candidate_agent_factory: AgentFactory, b
             if turn:
                 for i, decision in zip(turn, agent.select_many([states[i] for i in turn])):
                     states[i].apply_action(decision.action)
-    points = 0.0
-    for state, seat in zip(states, candidate_seat):
-        returns = state.returns()
-        points += 1.0 if returns[seat] > returns[1 - seat] else 0.5 if returns[seat] == returns[1 - seat] else 0.0
-    return points / len(states), len(states)
+    mine_vs_theirs = [(state.returns()[seat], state.returns()[1 - seat]) for state, seat in zip(states, candidate_seat)]
+    return Outcome(wins=sum(a > b for a, b in mine_vs_theirs), draws=sum(a == b for a, b in mine_vs_theirs),
+                   losses=sum(a < b for a, b in mine_vs_theirs))
 
 
-def evaluate_candidate(config: CMAESConfig, candidate: Candidate, *,
-                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> tuple[float, int]:
-    """What a Ray evaluation task runs for one candidate: (fitness, games played)."""
-    factory = candidate_factory(config, candidate.params, load_model=load_model, device=device)
+def evaluate_candidate(config: CMAESConfig, candidate: Candidate, tunables: Tunables, *,
+                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> Outcome:
+    """What a Ray evaluation task runs for one candidate: its fitness match."""
+    factory = candidate_factory(config, candidate.params, tunables, load_model=load_model, device=device)
     return play_fitness_match(config.board_type, factory, config.baseline, config.games_per_candidate,
                               evaluation_seed(config, candidate.generation), opening_plies=config.opening_plies,
                               load_model=load_model, device=device)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator import __version__
 from orchestrator.cluster.job_types import JobContext, JobType
@@ -36,7 +36,7 @@ from orchestrator.learn.nnue import NNUENet, NNUESamples, NNUETrainConfig, save_
 from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, replay, train_policy_value
 from orchestrator.nn.checkpoint import model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
-from orchestrator.play.games import DEFAULT_BOARD_TYPE, game_spec
+from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.records import game_files
 from orchestrator.play.selfplay import job_directory
 
@@ -65,8 +65,8 @@ class TrainingJobConfig(BaseModel):
 
     @field_validator("board_type")
     @classmethod
-    def _known_game(cls, value: str) -> str:
-        game_spec(value)  # UnknownGame (a ValueError) lists the known names
+    def _known_game(cls, value: str, info: ValidationInfo) -> str:
+        catalog_in(info.context).spec(value)  # UnknownGame (a ValueError) lists the known names
         return value
 
     @model_validator(mode="after")
@@ -236,8 +236,8 @@ def _stopped(window: Window) -> dict[str, Any]:
 
 def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any]:
     window = _read(ctx, config)
-    dataset = build_dataset(config.board_type, window.records)
-    spec = game_spec(config.board_type)
+    dataset = build_dataset(config.board_type, window.records, games=ctx.games)
+    spec = ctx.games.spec(config.board_type)
     if config.parent:
         model = _load_parent(ctx, config.parent, PolicyValueNet)
         if (tuple(model.config.observation_shape), model.config.num_actions) != (spec.observation_shape, spec.num_actions):
@@ -264,7 +264,7 @@ def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any
 
 def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
     window = _read(ctx, config)
-    replayed = replay(config.board_type, window.records)
+    replayed = replay(config.board_type, window.records, games=ctx.games)
     rows = np.arange(len(replayed.movers))
     samples = NNUESamples(observations=replayed.observations,
                           targets=np.ascontiguousarray(replayed.outcomes[rows, replayed.movers]),

@@ -28,7 +28,7 @@ from torch import nn
 from orchestrator.learn.training import TrainConfig, fit, replay
 from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, lineage_metadata, write_payload
 from orchestrator.play.features import terminal_value
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN, GameCatalog
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "nnue"
@@ -45,8 +45,9 @@ class NNUEConfig:
             raise ValueError(f"invalid NNUE config {self}: input_size and every hidden width must be >= 1")
 
     @classmethod
-    def for_game(cls, board_type: str, hidden: Sequence[int] = (256, 32, 32)) -> NNUEConfig:
-        game = load_game(board_type)
+    def for_game(cls, board_type: str, hidden: Sequence[int] = (256, 32, 32), *,
+                 games: GameCatalog = BUILTIN) -> NNUEConfig:
+        game = games.load(board_type)
         return cls(input_size=int(np.prod(game.observation_tensor_shape())), hidden=tuple(hidden))
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,13 +119,13 @@ class NNUESamples:
         return int(self.targets.shape[0])
 
 
-def positions_from_records(board_type: str, records: Iterable[Any]) -> NNUESamples:
+def positions_from_records(board_type: str, records: Iterable[Any], *, games: GameCatalog = BUILTIN) -> NNUESamples:
     """Every position before a move in the records, as (observation, outcome for its mover).
 
     Games that do not replay (another board type, an illegal move, an outcome the replay
     contradicts) are skipped and counted, never half-used.
     """
-    result = replay(board_type, records)
+    result = replay(board_type, records, games=games)
     rows = np.arange(len(result.movers))
     return NNUESamples(
         observations=result.observations,

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from orchestrator.learn.model_records import DataFile, DataWindow, game_ids_digest
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import ReadStats, read_games
 
 Report = Callable[[dict[str, Any]], bool]
@@ -240,7 +240,7 @@ def _policy(raw: Any, legal: Sequence[int]) -> dict[int, float] | None:
     return {action: p / total for action, p in policy.items()}
 
 
-def replay(board_type: str, records: Iterable[Mapping[str, Any]]) -> Replay:
+def replay(board_type: str, records: Iterable[Mapping[str, Any]], *, games: GameCatalog = BUILTIN) -> Replay:
     """Replay `records` (as `orchestrator.play.records.read_games` yields them) with OpenSpiel.
 
     A game is used whole or not at all: another board type, a repeated game_id, an illegal move,
@@ -248,7 +248,7 @@ def replay(board_type: str, records: Iterable[Mapping[str, Any]]) -> Replay:
     contradicts skips it, counted by reason. The outcome of a game cut at the move limit is the
     recorded one (the replay has none)."""
     records = list(records)
-    game = load_game(board_type)
+    game = games.load(board_type)
     players = game.num_players()
     width = int(np.prod(game.observation_tensor_shape()))
     bound = sum(len(r["moves"]) for r in records if isinstance(r.get("moves"), list))
@@ -329,12 +329,13 @@ class PolicyValueDataset:
                                   self.game_ids, self.skipped, self.positions_without_policy)
 
 
-def build_dataset(board_type: str, records: Iterable[Mapping[str, Any]]) -> PolicyValueDataset:
+def build_dataset(board_type: str, records: Iterable[Mapping[str, Any]], *,
+                  games: GameCatalog = BUILTIN) -> PolicyValueDataset:
     """Training tensors from self-play records; positions whose record has no distribution are left
     out (their move carries no search target), games that do not replay are skipped whole."""
-    game = load_game(board_type)
+    game = games.load(board_type)
     shape = tuple(game.observation_tensor_shape())
-    result = replay(board_type, records)
+    result = replay(board_type, records, games=games)
     keep = [i for i, policy in enumerate(result.policies) if policy is not None]
     policies = np.zeros((len(keep), game.num_distinct_actions()), dtype=np.float32)
     for row, i in enumerate(keep):

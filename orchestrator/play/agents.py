@@ -21,6 +21,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import pyspiel
 
+from orchestrator.play.games import BUILTIN, GameCatalog
+
 DEFAULT_MODEL_SEARCH = "gumbel_64"
 MAX_BUDGET = 1_000_000
 
@@ -86,6 +88,7 @@ class AgentContext:
     seed: int = 0
     load_model: Callable[[str], Any] | None = None
     device: str = "cpu"
+    games: GameCatalog = BUILTIN
 
 
 def _invalid(name: str, why: str) -> InvalidAgent:

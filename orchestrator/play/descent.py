@@ -205,7 +205,7 @@ def make_descent_agent(evaluator: StateEvaluator, iterations: int = DEFAULT_ITER
 
 
 def build_descent(spec: AgentSpec, ctx: AgentContext) -> DescentAgent:
-    require_two_player_zero_sum(ctx.board_type, spec.kind)
+    require_two_player_zero_sum(ctx.board_type, spec.kind, ctx.games)
     return DescentAgent(
         resolve_evaluator(spec, ctx),
         iterations=spec.budget or DEFAULT_ITERATIONS,

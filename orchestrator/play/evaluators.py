@@ -21,7 +21,6 @@ from open_spiel.python.observation import make_observation
 
 from orchestrator.nn.resnet import PolicyValueNet, inference_copy
 from orchestrator.play.agents import AgentContext
-from orchestrator.play.games import load_game
 
 
 class LeafEvaluator(Protocol):
@@ -176,7 +175,7 @@ def make_evaluator(model_id: str | None, ctx: AgentContext, *, rollouts: int = 1
 
     The loader may return a network module or a checkpoint with `.model`.
     """
-    game = load_game(ctx.board_type)
+    game = ctx.games.load(ctx.board_type)
     if model_id is None:
         return RolloutEvaluator(game.num_players(), rollouts=rollouts, seed=seed)
     if ctx.load_model is None:

@@ -32,7 +32,7 @@ import pyspiel
 
 from orchestrator.play.agents import AgentContext, AgentSpec, Decision, InvalidAgent
 from orchestrator.play.features import bound_evaluations, terminal_score
-from orchestrator.play.games import load_game
+from orchestrator.play.games import GameCatalog
 from orchestrator.play.heuristic import HeuristicEvaluator
 
 _INF = 2.0
@@ -88,9 +88,9 @@ def evaluate_checked(evaluator: StateEvaluator, states: Sequence[pyspiel.State],
     return bound_evaluations(values)
 
 
-def require_two_player_zero_sum(board_type: str, kind: str) -> pyspiel.Game:
+def require_two_player_zero_sum(board_type: str, kind: str, games: GameCatalog) -> pyspiel.Game:
     """The game, if negamax applies to it (two players, zero- or constant-sum); otherwise InvalidAgent."""
-    game = load_game(board_type)
+    game = games.load(board_type)
     utility = game.get_type().utility
     zero_sum = utility in (pyspiel.GameType.Utility.ZERO_SUM, pyspiel.GameType.Utility.CONSTANT_SUM)
     if game.num_players() != 2 or not zero_sum:
@@ -225,7 +225,7 @@ def make_minimax_agent(evaluator: StateEvaluator | None, depth: int, seed: int =
 
 
 def build_minimax(spec: AgentSpec, ctx: AgentContext) -> MinimaxAgent:
-    require_two_player_zero_sum(ctx.board_type, spec.kind)
+    require_two_player_zero_sum(ctx.board_type, spec.kind, ctx.games)
     if spec.budget is None:
         raise InvalidAgent("minimax needs a depth, as in minimax_3")
     return MinimaxAgent(resolve_evaluator(spec, ctx), depth=spec.budget, seed=ctx.seed, name=spec.name)

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pyspiel
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.cluster.job_types import JobContext, JobType
 from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
-from orchestrator.play.games import DEFAULT_BOARD_TYPE, game_spec, load_game
+from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.mcts import build_mcts
 from orchestrator.play.records import (
     CODE_VERSION, ReadStats, game_files, game_id, read_games, write_records,
@@ -62,8 +62,8 @@ class SelfplayConfig(BaseModel):
 
     @field_validator("board_type")
     @classmethod
-    def _known_game(cls, value: str) -> str:
-        game_spec(value)  # raises UnknownGame (a ValueError) with the known names
+    def _known_game(cls, value: str, info: ValidationInfo) -> str:
+        catalog_in(info.context).spec(value)  # raises UnknownGame (a ValueError) with the known names
         return value
 
     @model_validator(mode="after")
@@ -160,7 +160,7 @@ def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Age
     # A fresh seed per attempt: replayed games need not repeat the search noise of the lost ones.
     actx = AgentContext(
         board_type=config.board_type, seed=_derive_seed(config.seed, ctx.job_id, ctx.attempt),
-        load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device,
+        load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device, games=ctx.games,
     )
     if spec.kind == "mcts":
         return build_mcts(spec, actx, dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON)
@@ -169,8 +169,8 @@ def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Age
 
 def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
     spec = config.agent_spec()
-    gspec = game_spec(config.board_type)
-    game = load_game(config.board_type)
+    gspec = ctx.games.spec(config.board_type)
+    game = ctx.games.load(config.board_type)
     directory = job_directory(Path(ctx.data_dir), config.board_type, ctx.job_id)
     directory.mkdir(parents=True, exist_ok=True)
     remaining, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)

@@ -91,11 +91,11 @@ def _play_tuned(node_id, data_dir, agent_name):
     """What a job on that node does: its RayJobContext loads the model for the agent it builds."""
     from actors.tasks import RayJobContext
     from orchestrator.play.agents import AgentContext, make_agent
-    from orchestrator.play.games import load_game
+    from orchestrator.play.games import BUILTIN
 
     ctx = RayJobContext("probe", node_id, 1, data_dir)
     agent = make_agent(agent_name, AgentContext(board_type=BOARD, load_model=ctx.load_model))
-    state = load_game(BOARD).new_initial_state()
+    state = BUILTIN.load(BOARD).new_initial_state()
     return agent.evaluator.weights, agent.select_many([state])[0].action in state.legal_actions()
 
 

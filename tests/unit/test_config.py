@@ -49,12 +49,17 @@ def test_cluster_yaml_passes_rays_validator():
     assert any("orchestrator start" in command for command in document["worker_start_ray_commands"])
 
 
-def test_extra_games_register_and_refuse_redefinition():
-    from orchestrator.play.games import UnknownGame, game_spec, register_games
+def test_game_catalog_from_settings_adds_games_and_refuses_redefinition():
+    from orchestrator.play.games import BUILTIN, GameCatalog, UnknownGame
 
-    register_games({"hex7": "hex(board_size=7)"})
-    assert game_spec("hex7").num_actions == 49
+    catalog = GameCatalog.from_settings({"hex7": "hex(board_size=7)"})
+    assert catalog.spec("hex7").num_actions == 49
+    assert "hex7" in catalog.board_types() and "hex7" not in BUILTIN.board_types()
     with pytest.raises(UnknownGame):
-        register_games({"square8": "chess"})
+        BUILTIN.spec("hex7")  # built once, passed in: no process-wide registration leaks
     with pytest.raises(UnknownGame):
-        register_games({"broken": "no_such_game"})
+        GameCatalog.from_settings({"square8": "chess"})
+    with pytest.raises(UnknownGame):
+        GameCatalog.from_settings({"broken": "no_such_game"})
+    with pytest.raises(UnknownGame):
+        GameCatalog.from_settings({"openspiel:x": "tic_tac_toe"})

@@ -8,12 +8,12 @@ import pytest
 from orchestrator.play.agents import AgentContext, InvalidAgent, make_agent
 from orchestrator.play.descent import DEFAULT_ITERATIONS, make_descent_agent
 from orchestrator.play.features import EVAL_BOUND, terminal_value
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.heuristic import HeuristicEvaluator
 
 
 def _state(board_type: str, actions: list[int]) -> pyspiel.State:
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     for action in actions:
         state.apply_action(action)
     return state
@@ -21,7 +21,7 @@ def _state(board_type: str, actions: list[int]) -> pyspiel.State:
 
 def _play(agents, board_type: str = "tic_tac_toe", seed: int = 0) -> pyspiel.State:
     """Play one game; a None agent moves uniformly at random from a seeded generator."""
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     rng = np.random.default_rng(seed)
     while not state.is_terminal():
         agent = agents[state.current_player()]
@@ -109,7 +109,7 @@ def test_expansion_evaluates_all_children_in_one_call():
     network = _CountingEvaluator()
     ctx = AgentContext(board_type="tic_tac_toe", load_model={"nnue1": network}.__getitem__)
     agent = make_agent("model:nnue1+descent_1", ctx)
-    decision = agent.select_many([load_game("tic_tac_toe").new_initial_state()])[0]
+    decision = agent.select_many([BUILTIN.load("tic_tac_toe").new_initial_state()])[0]
     # One descent from the empty board expands one node per ply, each in a single call, until
     # a node whose children decide the game.
     assert network.batches[:3] == [9, 8, 7]
@@ -122,7 +122,7 @@ def test_budget_and_name():
     assert make_agent("descent", ctx).iterations == DEFAULT_ITERATIONS
     agent = make_agent("descent_7", ctx)
     assert agent.iterations == 7 and agent.name == "descent_7"
-    decision = agent.select_many([load_game("connect_four").new_initial_state()])[0]
+    decision = agent.select_many([BUILTIN.load("connect_four").new_initial_state()])[0]
     assert decision.stats["iterations"] == 7
 
 

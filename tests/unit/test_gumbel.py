@@ -10,7 +10,7 @@ import torch
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.agents import AgentContext, make_agent, parse_agent
 from orchestrator.play.evaluators import RolloutEvaluator
-from orchestrator.play.games import game_spec, load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.gumbel import GumbelAgent, GumbelConfig, build_gumbel, completed_q, halving_schedule
 from orchestrator.play.mcts import Node
 
@@ -105,7 +105,7 @@ def test_completed_q_uses_the_mixed_value_for_unvisited_actions():
 
 @pytest.mark.parametrize("board_type", ["square8", "tic_tac_toe", "connect_four"])
 def test_gumbel_plays_legal_moves_with_rollouts(board_type):
-    game = load_game(board_type)
+    game = BUILTIN.load(board_type)
     agent = make_agent("gumbel_16", AgentContext(board_type, seed=4))
     states = [game.new_initial_state() for _ in range(3)]
     for _ in range(6):
@@ -119,10 +119,10 @@ def test_gumbel_plays_legal_moves_with_rollouts(board_type):
 
 def test_gumbel_with_a_network_batches_across_games():
     torch.manual_seed(0)
-    net = PolicyValueNet(ResNetConfig.for_game(game_spec("square8"), blocks=1, channels=8))
+    net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("square8"), blocks=1, channels=8))
     ctx = AgentContext("square8", seed=1, load_model=lambda model_id: net)
     agent = build_gumbel(parse_agent("model:tiny+gumbel_8"), ctx, leaves_per_game=2)
-    states = [load_game("square8").new_initial_state() for _ in range(6)]
+    states = [BUILTIN.load("square8").new_initial_state() for _ in range(6)]
     decisions = agent.select_many(states)
     assert all(d.action in s.legal_actions() for s, d in zip(states, decisions))
     assert decisions[0].stats["leaves_per_call"] > 6

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.play.agents import AgentContext, AgentSpec, make_agent
 from orchestrator.play.features import FEATURE_NAMES, features, features_many, terminal_value
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.heuristic import (
     DEFAULT_WEIGHTS,
     HEURISTIC_PARAMS,
@@ -21,7 +21,7 @@ from orchestrator.play.heuristic import (
 
 
 def _state(board_type: str, actions: list[int]) -> pyspiel.State:
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     for action in actions:
         state.apply_action(action)
     return state
@@ -31,7 +31,7 @@ def _random_positions(board_type: str, count: int, seed: int, min_moves: int = 4
     rng = np.random.default_rng(seed)
     positions = []
     while len(positions) < count:
-        state = load_game(board_type).new_initial_state()
+        state = BUILTIN.load(board_type).new_initial_state()
         length = int(rng.integers(min_moves, 40))
         for _ in range(length):
             if state.is_terminal():
@@ -44,7 +44,7 @@ def _random_positions(board_type: str, count: int, seed: int, min_moves: int = 4
 
 
 def _play_vs_random(agent, seat: int, seed: int, board_type: str) -> float:
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     rng = np.random.default_rng(seed)
     while not state.is_terminal():
         if state.current_player() == seat:
@@ -142,7 +142,7 @@ def test_two_ply_heuristic_blocks_an_immediate_loss():
 
 
 def test_seed_fixes_the_choice_and_policy_is_one_hot():
-    state = load_game("square8").new_initial_state()  # four symmetric opening moves: a tie
+    state = BUILTIN.load("square8").new_initial_state()  # four symmetric opening moves: a tie
     picks = {make_heuristic_agent({}, seed=s).select_many([state])[0].action for s in range(12)}
     assert picks <= set(state.legal_actions()) and len(picks) > 1
     decision = make_heuristic_agent({}, seed=3).select_many([state])[0]
@@ -164,7 +164,7 @@ def test_named_agent_loads_and_validates_params():
         build_heuristic(AgentSpec(kind="heuristic", params_id="good"), AgentContext(board_type="square8"))
     default = make_agent("heuristic", AgentContext(board_type="square8"))
     assert default.evaluator.weights == DEFAULT_WEIGHTS
-    assert default.select_many([load_game("square8").new_initial_state()])[0].action in (19, 26, 37, 44)
+    assert default.select_many([BUILTIN.load("square8").new_initial_state()])[0].action in (19, 26, 37, 44)
 
 
 def test_connect_four_and_breakthrough_smoke():

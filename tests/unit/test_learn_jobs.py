@@ -24,7 +24,7 @@ from orchestrator.learn.series import add_point, columns, downsample
 from orchestrator.nn.checkpoint import load_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet
 from orchestrator.play.agents import AgentContext, make_agent
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import game_files, read_games
 from orchestrator.play.selfplay import SelfplayConfig, job_directory, run_selfplay
 
@@ -42,6 +42,7 @@ class Context:
     job_id: str = "train-1"
     node_id: str = "n1"
     attempt: int = 1
+    games: GameCatalog = BUILTIN
     device: str = "cpu"
     reports: list[dict[str, Any]] = field(default_factory=list)
 
@@ -167,7 +168,7 @@ def test_nnue_training_registers_a_loadable_evaluator(data_dir, tmp_path):
     assert record.kind == "nnue" and record.path == "models/nnue-1.nnue" and record.data_window.game_count == 24
     evaluator = ctx.load_model("nnue-1")
     assert isinstance(evaluator, NNUEEvaluator) and result["registered"]
-    state = load_game(BOARD).new_initial_state()
+    state = BUILTIN.load(BOARD).new_initial_state()
     assert -1 < evaluator.evaluate_many([state], 0)[0] < 1
     minimax = make_agent("model:nnue-1+minimax_2", AgentContext(board_type=BOARD, load_model=ctx.load_model))
     assert minimax.select_many([state])[0].action in state.legal_actions()

@@ -20,7 +20,7 @@ from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_w
 from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.agents import AgentContext, parse_agent
-from orchestrator.play.games import game_spec
+from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.heuristic import HEURISTIC_PARAMS, make_heuristic_agent
 from orchestrator.play.mcts import build_mcts
 from orchestrator.play.records import CODE_VERSION, game_files
@@ -39,6 +39,7 @@ class Context:
     job_id: str = "progress"
     node_id: str = "node-a"
     attempt: int = 1
+    games: GameCatalog = BUILTIN
     device: str = "cpu"
     reports: list[dict[str, Any]] = field(default_factory=list)
 
@@ -141,7 +142,7 @@ def test_network_trained_on_selfplay_beats_the_untrained_network_with_the_same_s
     assert dataset.skipped == {} and len(dataset.game_ids) == SELFPLAY_GAMES and len(dataset) > 20 * SELFPLAY_GAMES
 
     torch.manual_seed(TRAINING_SEED)
-    network = PolicyValueNet(ResNetConfig.for_game(game_spec(BOARD), blocks=2, channels=32))
+    network = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec(BOARD), blocks=2, channels=32))
     untrained = copy.deepcopy(network)
     metrics = train_policy_value(network, dataset, PolicyValueConfig(batch_size=64, lr=1e-3, epochs=2.0,
                                                                      seed=TRAINING_SEED))

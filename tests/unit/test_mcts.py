@@ -10,13 +10,13 @@ import torch
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.agents import AgentContext, make_agent, parse_agent
 from orchestrator.play.evaluators import NetworkEvaluator
-from orchestrator.play.games import game_spec, load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.mcts import build_mcts
 
 
 def _play_against_random(agent, board_type: str, games: int) -> list[float]:
     """All games in lock-step; the searching agent takes seat (game % 2). Returns its score per game."""
-    game = load_game(board_type)
+    game = BUILTIN.load(board_type)
     opponent = make_agent("random", AgentContext(board_type, seed=99))
     states = [game.new_initial_state() for _ in range(games)]
     seats = [i % 2 for i in range(games)]
@@ -38,7 +38,7 @@ def test_mcts_200_beats_random_on_square8():
 
 
 def _tic_tac_toe(moves):
-    state = load_game("tic_tac_toe").new_initial_state()
+    state = BUILTIN.load("tic_tac_toe").new_initial_state()
     for move in moves:
         state.apply_action(move)
     return state
@@ -70,12 +70,12 @@ def test_forced_move_needs_no_search():
 
 def _tiny_net_context(board_type: str, seed: int = 0) -> AgentContext:
     torch.manual_seed(seed)
-    net = PolicyValueNet(ResNetConfig.for_game(game_spec(board_type), blocks=1, channels=8))
+    net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec(board_type), blocks=1, channels=8))
     return AgentContext(board_type, seed=seed, load_model=lambda model_id: net)
 
 
 def _openings(board_type: str, count: int):
-    game, rng = load_game(board_type), random.Random(5)
+    game, rng = BUILTIN.load(board_type), random.Random(5)
     states = []
     for i in range(count):
         state = game.new_initial_state()
@@ -119,8 +119,8 @@ def test_root_noise_is_seeded():
 
 def test_network_evaluator_matches_the_network_on_legal_moves():
     torch.manual_seed(3)
-    game = load_game("square8")
-    net = PolicyValueNet(ResNetConfig.for_game(game_spec("square8"), blocks=1, channels=8)).eval()
+    game = BUILTIN.load("square8")
+    net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("square8"), blocks=1, channels=8)).eval()
     evaluator = NetworkEvaluator(net, game)
     states = _openings("square8", 5)
     players = [s.current_player() for s in states]

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.play.agents import AgentContext, InvalidAgent, make_agent
 from orchestrator.play.features import EVAL_BOUND, terminal_value
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.heuristic import HeuristicEvaluator
 from orchestrator.play.minimax import StateEvaluator, make_minimax_agent
 
@@ -15,7 +15,7 @@ TTT = AgentContext(board_type="tic_tac_toe", seed=0)
 
 
 def _state(board_type: str, actions: list[int]) -> pyspiel.State:
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     for action in actions:
         state.apply_action(action)
     return state
@@ -23,7 +23,7 @@ def _state(board_type: str, actions: list[int]) -> pyspiel.State:
 
 def _play(agents, board_type: str = "tic_tac_toe", seed: int = 0) -> pyspiel.State:
     """Play one game; a None agent moves uniformly at random from a seeded generator."""
-    state = load_game(board_type).new_initial_state()
+    state = BUILTIN.load(board_type).new_initial_state()
     rng = np.random.default_rng(seed)
     while not state.is_terminal():
         agent = agents[state.current_player()]
@@ -116,7 +116,7 @@ def test_registered_model_drives_the_search_in_batches():
     assert isinstance(network, StateEvaluator)
     ctx = AgentContext(board_type="connect_four", seed=0, load_model={"nnue1": network}.__getitem__)
     agent = make_agent("model:nnue1+minimax_2", ctx)
-    state = load_game("connect_four").new_initial_state()
+    state = BUILTIN.load("connect_four").new_initial_state()
     decision = agent.select_many([state])[0]
     assert decision.action in state.legal_actions()
     assert network.batches and max(network.batches) == 7  # a node's children scored together
@@ -133,7 +133,7 @@ def test_a_callable_model_is_accepted_and_bad_answers_are_refused():
     ctx = AgentContext(board_type="connect_four", load_model={"fn": prefer_centre, "short": lambda s, p: [0.0],
                                                                "nan": lambda s, p: [float("nan")] * len(s),
                                                                "junk": 42}.__getitem__)
-    state = load_game("connect_four").new_initial_state()
+    state = BUILTIN.load("connect_four").new_initial_state()
     assert make_agent("model:fn+minimax_1", ctx).select_many([state])[0].action == 3
     assert calls == [7]
     for bad in ("short", "nan"):

@@ -6,12 +6,12 @@ import torch
 
 from orchestrator.nn.checkpoint import CheckpointError, load_checkpoint, model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig, inference_copy
-from orchestrator.play.games import game_spec
+from orchestrator.play.games import BUILTIN
 
 
 @pytest.mark.parametrize("board_type", ["square8", "tic_tac_toe", "connect_four", "hex", "openspiel:mancala"])
 def test_output_shapes_follow_the_game(board_type):
-    spec = game_spec(board_type)
+    spec = BUILTIN.spec(board_type)
     config = ResNetConfig.for_game(spec, blocks=1, channels=8)
     net = PolicyValueNet(config).eval()
     logits, values = net(torch.zeros(5, *spec.observation_shape))
@@ -21,8 +21,8 @@ def test_output_shapes_follow_the_game(board_type):
 
 
 def test_default_size_for_othello_is_6x64_and_small_boards_get_small_nets():
-    assert ResNetConfig.for_game(game_spec("square8")) == ResNetConfig((3, 8, 8), 65, 2, blocks=6, channels=64)
-    tiny = ResNetConfig.for_game(game_spec("tic_tac_toe"))
+    assert ResNetConfig.for_game(BUILTIN.spec("square8")) == ResNetConfig((3, 8, 8), 65, 2, blocks=6, channels=64)
+    tiny = ResNetConfig.for_game(BUILTIN.spec("tic_tac_toe"))
     assert (tiny.blocks, tiny.channels) < (6, 64)
 
 

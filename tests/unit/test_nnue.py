@@ -14,7 +14,7 @@ from orchestrator.learn.nnue import (
     train_nnue,
 )
 from orchestrator.nn.checkpoint import CheckpointError
-from orchestrator.play.games import load_game
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.minimax import StateEvaluator, make_minimax_agent
 
 torch.set_num_threads(1)
@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 
 def random_records(board_type, games, seed=0):
     """Finished random games in the self-play record schema (policies are the uniform distribution)."""
-    game = load_game(board_type)
+    game = BUILTIN.load(board_type)
     rng = np.random.default_rng(seed)
     records = []
     for index in range(games):
@@ -40,7 +40,7 @@ def random_records(board_type, games, seed=0):
 
 def test_shapes_and_clipped_activations():
     config = NNUEConfig.for_game("connect_four", hidden=(64, 16))
-    assert config.input_size == int(np.prod(load_game("connect_four").observation_tensor_shape()))
+    assert config.input_size == int(np.prod(BUILTIN.load("connect_four").observation_tensor_shape()))
     net = NNUENet(config)
     values = net(torch.randn(5, config.input_size) * 10)
     assert values.shape == (5,) and values.abs().max() < 1
@@ -56,7 +56,7 @@ def test_evaluate_many_batches_and_values_from_the_asked_players_side():
     net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     evaluator = NNUEEvaluator(net)
     assert isinstance(evaluator, StateEvaluator)
-    game = load_game("tic_tac_toe")
+    game = BUILTIN.load("tic_tac_toe")
     root = game.new_initial_state()
     children = [root.child(a) for a in root.legal_actions()]
     won = game.new_initial_state()
@@ -80,7 +80,7 @@ def test_positions_carry_the_movers_outcome():
     assert len(samples) == sum(len(r["moves"]) for r in records) and samples.games == 6
     assert samples.observations.shape == (len(samples), 27) and samples.observations.dtype == np.float32
     record = records[0]
-    state = load_game("tic_tac_toe").new_initial_state()
+    state = BUILTIN.load("tic_tac_toe").new_initial_state()
     for i, move in enumerate(record["moves"]):
         mover = state.current_player()
         assert samples.observations[i].tolist() == state.observation_tensor(mover)
@@ -121,6 +121,6 @@ def test_save_and_verified_load(tmp_path):
 def test_drives_minimax():
     net = NNUENet(NNUEConfig.for_game("connect_four", hidden=(32, 8)))
     agent = make_minimax_agent(NNUEEvaluator(net), depth=2)
-    states = [load_game("connect_four").new_initial_state() for _ in range(2)]
+    states = [BUILTIN.load("connect_four").new_initial_state() for _ in range(2)]
     decisions = agent.select_many(states)
     assert all(d.action in states[0].legal_actions() for d in decisions)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from orchestrator.cluster.job_types import get_job_type
 from orchestrator.nn.checkpoint import model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
-from orchestrator.play.games import game_spec, load_game
+from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import CODE_VERSION, ReadStats, game_files, read_games, validate_record
 from orchestrator.play.selfplay import SelfplayConfig, job_directory, run_selfplay
 
@@ -30,6 +30,7 @@ class Context:
     job_id: str = "sp-job"
     node_id: str = "node-a"
     attempt: int = 1
+    games: GameCatalog = BUILTIN
     device: str = "cpu"
     stop_after: int | None = None  # report() returns True from this report on
     crash_after: int | None = None  # report() raises after this many reports
@@ -65,7 +66,7 @@ def test_records_follow_the_schema_and_replay_to_their_outcome(tmp_path):
         assert record["code_version"] == CODE_VERSION and record["node_id"] == "node-a" and record["job_id"] == "sp-job"
         assert record["termination"] == "terminal" and record["length"] == len(record["moves"])
         assert record["started_at"] <= record["finished_at"]
-        state = load_game("tic_tac_toe").new_initial_state()
+        state = BUILTIN.load("tic_tac_toe").new_initial_state()
         for move, policy in zip(record["moves"], record["policies"]):
             assert {int(a) for a in policy} <= set(state.legal_actions())
             assert sum(policy.values()) == pytest.approx(1.0, abs=1e-4)
@@ -147,7 +148,7 @@ def test_max_moves_ends_games_as_max_length(tmp_path):
 
 def test_model_id_selects_a_network_agent_and_loads_the_registered_checkpoint(tmp_path):
     torch.manual_seed(0)
-    net = PolicyValueNet(ResNetConfig.for_game(game_spec("tic_tac_toe"), blocks=1, channels=8))
+    net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("tic_tac_toe"), blocks=1, channels=8))
     save_checkpoint(model_path(tmp_path, "m1"), net, code_version=CODE_VERSION)
     config = _config(model_id="m1", agent=None, num_games=4, parallel_games=4)
     assert config.agent_spec().name == "model:m1+gumbel_64"

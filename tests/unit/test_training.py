@@ -20,7 +20,7 @@ from orchestrator.learn.training import (
     train_policy_value,
 )
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
-from orchestrator.play.games import game_spec, load_game
+from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import game_files, read_games, write_records
 from orchestrator.play.selfplay import SelfplayConfig, job_directory, run_selfplay
 
@@ -33,6 +33,7 @@ class Context:
     job_id: str = "sp"
     node_id: str = "n1"
     attempt: int = 1
+    games: GameCatalog = BUILTIN
     device: str = "cpu"
     reports: list = field(default_factory=list)
 
@@ -61,7 +62,7 @@ def test_dataset_from_records_has_the_right_shapes_and_targets(selfplay):
     assert dataset.policies.shape == (positions, 9) and dataset.values.shape == (positions, 1)
     assert torch.allclose(dataset.policies.sum(dim=1), torch.ones(positions))
     # Replay the first game by hand: the mover's view, the search's distribution, the mover's outcome.
-    game = load_game("tic_tac_toe")
+    game = BUILTIN.load("tic_tac_toe")
     record = records[0]
     state = game.new_initial_state()
     for i, move in enumerate(record["moves"]):
@@ -101,7 +102,7 @@ def test_outcome_vector_is_win_draw_loss_per_seat():
 
 def _small_net():
     torch.manual_seed(0)
-    return PolicyValueNet(ResNetConfig.for_game(game_spec("tic_tac_toe"), blocks=1, channels=16))
+    return PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("tic_tac_toe"), blocks=1, channels=16))
 
 
 def test_training_lowers_the_loss_on_a_fixed_dataset(selfplay):
