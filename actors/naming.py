@@ -10,6 +10,7 @@ NAMESPACE = "p2p"
 PEER_PREFIX = "peer:"
 JOBS_PREFIX = "jobs:"
 ELECTION_PREFIX = "election:"
+SYNC_PREFIX = "sync:"
 CLUSTER_STORE = "cluster_store"
 
 
@@ -23,6 +24,10 @@ def jobs_name(node_id: str) -> str:
 
 def election_name(node_id: str) -> str:
     return f"{ELECTION_PREFIX}{node_id}"
+
+
+def sync_name(node_id: str) -> str:
+    return f"{SYNC_PREFIX}{node_id}"
 
 
 def pinned(ray_node_id: str) -> NodeAffinitySchedulingStrategy:

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     formation_window_s: float = Field(10.0, ge=0)  # how long the first node gathers peers as voters
     games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+    sync_max_concurrent: int = Field(4, ge=1, le=64)  # file transfers at once into this node
+    sync_disk_limit_percent: float = Field(95.0, gt=0, le=100)  # a transfer that would fill the disk past this: 507
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
