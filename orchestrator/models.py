@@ -290,7 +290,7 @@ class ModelsQuery(ApiModel):
     status: Literal["candidate", "best", "archived", "rolled_back"] | None = None
 
 
-class CMAESStartRequest(ApiModel):
+class CMAESStartRequest(RequestModel):
     """Ranges are checked by the CMA-ES run's config; its errors name these fields."""
 
     run_id: str | None = Field(None, pattern=RUN_ID)
@@ -311,18 +311,27 @@ class CMAESStartRequest(ApiModel):
                                   description="an evaluation not back by then is dispatched again")
 
 
-class CMAESEvaluateRequest(ApiModel):
+Count = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+
+
+class CMAESEvaluateRequest(RequestModel):
+    """An external worker's evaluation, taken only by a run started with external_workers: true
+    (409 otherwise): exactly the run's games_per_eval games, as wins/draws/losses that sum to it."""
+
     run_id: str = Field(pattern=RUN_ID)
-    generation: int = Field(ge=0, strict=True)
+    generation: Count
     candidate_id: str = Field(min_length=1, max_length=200)
-    fitness: FiniteNumber
-    games: int = Field(ge=1, strict=True)
+    games: Count = Field(description="must equal the run's games_per_eval")
+    wins: Count
+    draws: Count
+    losses: Count
+    fitness: FiniteNumber | None = Field(None, description="optional; if sent, must equal (wins + draws/2) / games")
 
 
 class CMAESRunQuery(ApiModel):
     run_id: str | None = Field(None, pattern=RUN_ID)
 
 
-class CMAESResultRequest(ApiModel):
+class CMAESResultRequest(RequestModel):
     run_id: str = Field(pattern=RUN_ID)
     force: bool = Field(False, description="finalise a run that is still going (it stops)")

@@ -24,8 +24,8 @@ async def cmaes_start(node, args: CMAESStartRequest, request):
 
 
 async def cmaes_evaluate(node, args: CMAESEvaluateRequest, request):
-    reply = await node.call(node.actors.cmaes.submit.remote(args.run_id, args.generation, args.candidate_id,
-                                                            args.fitness, args.games))
+    reply = await node.call(node.actors.cmaes.submit.remote(args.run_id, args.generation, args.candidate_id, args.games,
+                                                            args.wins, args.draws, args.losses, args.fitness))
     return {"status": "success", "run_id": args.run_id, "candidate_id": args.candidate_id, **reply}
 
 
@@ -46,7 +46,7 @@ ENDPOINTS = [
              args=CMAESStartRequest, leader_only=True),
     Endpoint(("POST",), "/training/cmaes/start", cmaes_start, "Start a CMA-ES run (same as /cmaes/start)",
              args=CMAESStartRequest, leader_only=True),
-    Endpoint(("POST",), "/cmaes/evaluate", cmaes_evaluate, "A worker submits a candidate's fitness (duplicates ignored)",
+    Endpoint(("POST",), "/cmaes/evaluate", cmaes_evaluate, "An external worker's wins/draws/losses for a candidate (external_workers runs only)",
              args=CMAESEvaluateRequest),
     Endpoint(("GET",), "/cmaes/status", cmaes_status, "CMA-ES runs: generation, best so far, sigma, pending/done, ETA",
              args=CMAESRunQuery),

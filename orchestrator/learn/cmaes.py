@@ -45,6 +45,14 @@ _CANDIDATE_RE = re.compile(r"^(?P<run>.+)-g(?P<gen>\d+)-c(?P<index>\d+)$")
 # cma's own evaluation budgets; ours is `generations`, so only cma's convergence and stagnation
 # criteria end a run early.
 _IGNORED_STOPS = {"maxiter", "maxfevals"}
+# Bounds on what a request may ask for: each candidate of a generation is held in memory and the
+# whole run is rewritten to the store on every change, so a population or budget beyond these is a
+# typo, not a plan.
+MAX_POPSIZE = 4096
+MAX_GENERATIONS = 1_000_000
+MAX_GAMES = 1_000_000
+MAX_OPENING_PLIES = 1000
+MAX_SEED = 2**63 - 1
 
 
 class InvalidCMAES(BadRequest, ValueError):
@@ -109,20 +117,20 @@ class CMAESConfig:
                 raise _bad(f"params.{name}", f"low {low} must be below high {high}")
             params[name] = (low, high)
         object.__setattr__(self, "params", params)
-        for name, value, minimum in (("generations", self.generations, 1),
-                                     ("games_per_candidate", self.games_per_candidate, 2),
-                                     ("opening_plies", self.opening_plies, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise _bad(name, f"must be an integer >= {minimum}")
+        for name, value, minimum, maximum in (("generations", self.generations, 1, MAX_GENERATIONS),
+                                              ("games_per_candidate", self.games_per_candidate, 2, MAX_GAMES),
+                                              ("opening_plies", self.opening_plies, 0, MAX_OPENING_PLIES)):
+            if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+                raise _bad(name, f"must be an integer from {minimum} to {maximum}")
         if self.popsize is not None and (isinstance(self.popsize, bool) or not isinstance(self.popsize, int)
-                                         or self.popsize < 2):
-            raise _bad("popsize", "must be null or an integer >= 2")
+                                         or not 2 <= self.popsize <= MAX_POPSIZE):
+            raise _bad("popsize", f"must be null or an integer from 2 to {MAX_POPSIZE}")
         sigma0 = _finite("sigma0", self.sigma0)
         if not 0 < sigma0 <= 1:
             raise _bad("sigma0", "must be in (0, 1], in units of each parameter's range")
         object.__setattr__(self, "sigma0", sigma0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise _bad("seed", "must be a non-negative integer")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise _bad("seed", f"must be an integer from 0 to {MAX_SEED}")
         if self.initial is not None:
             initial = {}
             for name, value in self.initial.items():

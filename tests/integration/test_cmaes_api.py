@@ -64,10 +64,10 @@ def test_a_run_completes_on_the_cluster_and_its_result_plays(gateways):
     assert 0 <= run["best_fitness"] <= 1 and set(run["best_params"]) == set(PARAMS)
     assert run["sigma"] > 0 and run["eta_s"] == 0
 
-    late = follower.post("/cmaes/evaluate", json={"run_id": run_id, "generation": 1, "candidate_id": f"{run_id}-g1-c0",
-                                                  "fitness": 1.0, "games": 4})
-    assert late.status_code == 200 and late.json()["duplicate"] is True and late.json()["accepted"] is False
-    assert _run(leader, run_id)["evaluations_done"] == 8, "a duplicate is not counted twice"
+    forged = follower.post("/cmaes/evaluate", json={"run_id": run_id, "generation": 1, "candidate_id": f"{run_id}-g1-c0",
+                                                    "games": 4, "wins": 4, "draws": 0, "losses": 0})
+    assert forged.status_code == 409 and "external" in forged.json()["error"], "the cluster evaluates this run itself"
+    assert _run(leader, run_id)["evaluations_done"] == 8
 
     assert _ask(leader, "/cmaes/result", {"run_id": "nope"}).status_code == 404
     result = _ask(follower, "/cmaes/result", {"run_id": run_id})
@@ -104,22 +104,28 @@ def test_worker_submissions_bad_inputs_and_forced_result(gateways):
     run_id = _ask(leader, "/cmaes/start", {**RUN, "popsize": 2, "external_workers": True}).json()["run_id"]
     run = wait_until(lambda: (r := _run(leader, run_id))["pending"] == 2 and r, what="candidates handed out")
     first, second = run["candidates"]
-    submit = {"run_id": run_id, "generation": 0, "candidate_id": first["candidate_id"], "fitness": 0.75, "games": 4}
+    submit = {"run_id": run_id, "generation": 0, "candidate_id": first["candidate_id"], "games": 4, "wins": 3,
+              "draws": 0, "losses": 1}
 
     for body, code in (({**submit, "run_id": "nope"}, 404), ({**submit, "candidate_id": "nope-g0-c9"}, 400),
-                       ({**submit, "generation": 1}, 400), ({**submit, "games": 0}, 400),
-                       ({**submit, "fitness": "high"}, 400)):
+                       ({**submit, "generation": 1}, 400), ({**submit, "wins": -1}, 400),
+                       ({**submit, "draws": "two"}, 400), ({**submit, "fitness": "high"}, 400),
+                       ({**submit, "generation": 2**63}, 400), ({**submit, "score": 1}, 400),
+                       ({**submit, "games": 1, "wins": 1, "losses": 0}, 409),  # the run asks for 4 games
+                       ({**submit, "wins": 4}, 409),  # 4 + 0 + 1 is not 4
+                       ({**submit, "fitness": 1.0}, 409)):  # 3 wins of 4 score 0.75
         answer = follower.post("/cmaes/evaluate", json=body)
         assert answer.status_code == code, (body, answer.text)
     for text in ('"fitness": NaN}', '"fitness": Infinity}'):
-        answer = _raw(follower, "/cmaes/evaluate", json.dumps({k: v for k, v in submit.items() if k != "fitness"})[:-1]
-                      + ", " + text)
+        answer = _raw(follower, "/cmaes/evaluate", json.dumps(submit)[:-1] + ", " + text)
         assert answer.status_code == 400 and answer.json()["field"] == "fitness", answer.text
     assert _run(leader, run_id)["evaluations_done"] == 0, "bad submissions change nothing"
 
-    assert follower.post("/cmaes/evaluate", json=submit).json()["accepted"] is True
+    accepted = follower.post("/cmaes/evaluate", json=submit).json()
+    assert accepted["accepted"] is True and accepted["fitness"] == 0.75, "the fitness is the breakdown's score"
     assert follower.post("/cmaes/evaluate", json=submit).json()["duplicate"] is True
-    done = follower.post("/cmaes/evaluate", json={**submit, "candidate_id": second["candidate_id"], "fitness": 0.25})
+    done = follower.post("/cmaes/evaluate", json={**submit, "candidate_id": second["candidate_id"], "wins": 0,
+                                                  "draws": 2, "losses": 2, "fitness": 0.25})
     assert done.json()["generation_complete"] is True and done.json()["generation"] == 1
     run = _run(leader, run_id)
     assert run["evaluations_done"] == 2 and run["best_fitness"] == 0.75 and run["best_params"] == first["params"]

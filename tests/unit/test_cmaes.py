@@ -4,10 +4,15 @@ import math
 import numpy as np
 import pytest
 
+from actors.tunables import CMAES_TUNABLES
+from orchestrator.errors import Conflict
 from orchestrator.learn.cmaes import (
     CMAESConfig,
     CMAESRun,
+    Outcome,
+    Tunable,
     evaluate_candidate,
+    external_outcome,
     play_fitness_match,
     tunable_params,
 )
@@ -40,7 +45,7 @@ def drive(run, now=0.0, generations=None, seen=None):
 
 
 def test_reaches_near_optimum_on_analytic_fitness():
-    run = CMAESRun.start(config())
+    run = CMAESRun.start(config(), CMAES_TUNABLES)
     now = drive(run)
     status = run.status(now)
     assert status.finished and status.stop_reason == "generations"
@@ -53,17 +58,17 @@ def test_reaches_near_optimum_on_analytic_fitness():
 
 
 def test_candidate_ids_are_deterministic_and_params_within_bounds():
-    run = CMAESRun.start(config(params={"material": (0.0, 0.5), "corner": (-1.0, 3.0)}))
+    run = CMAESRun.start(config(params={"material": (0.0, 0.5), "corner": (-1.0, 3.0)}), CMAES_TUNABLES)
     candidates = run.next_candidates(0.0)
     assert [c.candidate_id for c in candidates] == [f"run1-g0-c{i}" for i in range(8)]
     assert all(0.0 <= c.params["material"] <= 0.5 and -1.0 <= c.params["corner"] <= 3.0 for c in candidates)
     assert run.next_candidates(1.0) == []  # all handed out already
-    again = CMAESRun.start(config(params={"material": (0.0, 0.5), "corner": (-1.0, 3.0)})).next_candidates(0.0)
+    again = CMAESRun.start(config(params={"material": (0.0, 0.5), "corner": (-1.0, 3.0)}), CMAES_TUNABLES).next_candidates(0.0)
     assert [c.params for c in again] == [c.params for c in candidates]
 
 
 def test_duplicate_submission_is_ignored_and_reported():
-    run = CMAESRun.start(config(popsize=4))
+    run = CMAESRun.start(config(popsize=4), CMAES_TUNABLES)
     first, *rest = run.next_candidates(0.0)
     assert run.submit(first.candidate_id, 0, 0.5, 2, 1.0).accepted
     result = run.submit(first.candidate_id, 0, 0.9, 2, 2.0)
@@ -81,7 +86,7 @@ def test_duplicate_submission_is_ignored_and_reported():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -math.inf, "0.5", None])
 def test_non_finite_fitness_is_rejected_naming_the_field(bad):
-    run = CMAESRun.start(config(popsize=4))
+    run = CMAESRun.start(config(popsize=4), CMAES_TUNABLES)
     candidate = run.next_candidates(0.0)[0]
     with pytest.raises(ValueError, match="fitness"):
         run.submit(candidate.candidate_id, 0, bad, 2, 1.0)
@@ -92,7 +97,7 @@ def test_non_finite_fitness_is_rejected_naming_the_field(bad):
 
 
 def test_unknown_candidate_or_wrong_generation_is_rejected():
-    run = CMAESRun.start(config(popsize=4))
+    run = CMAESRun.start(config(popsize=4), CMAES_TUNABLES)
     candidate = run.next_candidates(0.0)[0]
     with pytest.raises(KeyError, match="unknown candidate"):
         run.submit("run1-g0-c99", 0, 0.5, 2, 1.0)
@@ -106,7 +111,7 @@ def test_unknown_candidate_or_wrong_generation_is_rejected():
 
 
 def test_overdue_redispatches_the_same_candidates_and_never_fills_them():
-    run = CMAESRun.start(config(popsize=4))
+    run = CMAESRun.start(config(popsize=4), CMAES_TUNABLES)
     candidates = run.next_candidates(0.0)
     run.submit(candidates[0].candidate_id, 0, 0.5, 2, 5.0)
     assert run.overdue(9.0, timeout_s=10.0) == []
@@ -123,7 +128,7 @@ def test_overdue_redispatches_the_same_candidates_and_never_fills_them():
 
 
 def test_record_round_trip_mid_generation_continues_identically():
-    original = CMAESRun.start(config(generations=12))
+    original = CMAESRun.start(config(generations=12), CMAES_TUNABLES)
     now = drive(original, generations=3)
     candidates = original.next_candidates(now)
     for candidate in candidates[:3]:
@@ -149,7 +154,7 @@ def test_record_round_trip_mid_generation_continues_identically():
 
 
 def test_corrupt_record_is_refused():
-    record = CMAESRun.start(config()).to_record()
+    record = CMAESRun.start(config(), CMAES_TUNABLES).to_record()
     with pytest.raises(ValueError, match="record"):
         CMAESRun.from_record({**record, "es": record["es"][:40]})
     with pytest.raises(ValueError, match="version"):
@@ -157,7 +162,7 @@ def test_corrupt_record_is_refused():
 
 
 def test_status_reports_rate_and_eta():
-    run = CMAESRun.start(config(popsize=4, generations=3))
+    run = CMAESRun.start(config(popsize=4, generations=3), CMAES_TUNABLES)
     assert run.status(0.0).eta_s is None and run.status(0.0).queued == 4
     candidates = run.next_candidates(100.0)
     for candidate in candidates[:2]:
@@ -177,15 +182,15 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="initial.corner"):
         config(initial={"corner": 9.0})
     with pytest.raises(ValueError, match="params"):
-        CMAESRun.start(config(params={"not_a_weight": (0.0, 1.0)}))
+        CMAESRun.start(config(params={"not_a_weight": (0.0, 1.0)}), CMAES_TUNABLES)
     with pytest.raises(ValueError, match="agent"):
-        tunable_params("random")
+        tunable_params("random", CMAES_TUNABLES)
     assert CMAESConfig.from_dict(config().to_dict()) == config()
 
 
 def test_starts_from_the_agents_defaults():
-    run = CMAESRun.start(config(params={"corner": (-4.0, 4.0)}))
-    assert run.mean_params() == pytest.approx({"corner": tunable_params("heuristic")["corner"][2]})
+    run = CMAESRun.start(config(params={"corner": (-4.0, 4.0)}), CMAES_TUNABLES)
+    assert run.mean_params() == pytest.approx({"corner": tunable_params("heuristic", CMAES_TUNABLES)["corner"][2]})
 
 
 class FirstMove:
@@ -205,9 +210,8 @@ class FirstMove:
 
 def test_fitness_match_is_paired_deterministic_and_scored_in_points():
     agent = FirstMove()
-    score, played = play_fitness_match("tic_tac_toe", lambda seed: agent, "heuristic", 5, seed=3, opening_plies=2)
-    assert played == 6 and 0.0 <= score <= 1.0
-    assert (score * played * 2) == int(score * played * 2)  # sums of whole and half points
+    outcome = play_fitness_match("tic_tac_toe", lambda seed: agent, "heuristic", 5, seed=3, opening_plies=2)
+    assert outcome.games == 6 and outcome.fitness == (outcome.wins + outcome.draws / 2) / 6
     openings = {opening for _, opening in agent.seen}
     seats = {seat for seat, _ in agent.seen}
     assert seats == {0, 1}
@@ -215,24 +219,58 @@ def test_fitness_match_is_paired_deterministic_and_scored_in_points():
     for opening in openings:
         assert {seat for seat, seen in agent.seen if seen == opening} == {0, 1}
     again = play_fitness_match("tic_tac_toe", lambda seed: FirstMove(), "heuristic", 5, seed=3, opening_plies=2)
-    assert again == (score, played)
+    assert again == outcome
 
 
 def test_evaluate_candidate_runs_a_heuristic_candidate():
-    run = CMAESRun.start(config(board_type="tic_tac_toe", baseline="heuristic", games_per_candidate=4, popsize=4))
+    run = CMAESRun.start(config(board_type="tic_tac_toe", baseline="heuristic", games_per_candidate=4, popsize=4), CMAES_TUNABLES)
     candidate = run.next_candidates(0.0)[0]
-    score, games = evaluate_candidate(run.config, candidate)
-    assert games == 4 and 0.0 <= score <= 1.0
-    assert run.submit(candidate.candidate_id, candidate.generation, score, games, 1.0).accepted
+    outcome = evaluate_candidate(run.config, candidate, CMAES_TUNABLES)
+    assert outcome.games == 4 and 0.0 <= outcome.fitness <= 1.0
+    assert run.submit(candidate.candidate_id, candidate.generation, outcome.fitness, outcome.games, 1.0).accepted
 
 
 def test_search_constants_are_tunable():
-    assert tunable_params("mcts_8")["c_puct"][2] == 1.5
-    gumbel = tunable_params("model:abc+gumbel_16")
+    assert tunable_params("mcts_8", CMAES_TUNABLES)["c_puct"][2] == 1.5
+    gumbel = tunable_params("model:abc+gumbel_16", CMAES_TUNABLES)
     assert set(gumbel) == {"c_visit", "c_scale"} and (gumbel["c_visit"][2], gumbel["c_scale"][2]) == (50.0, 0.1)
     for agent, params in (("mcts_4", {"c_puct": (0.5, 4.0)}), ("gumbel_4", {"c_visit": (10.0, 100.0)})):
         run = CMAESRun.start(config(agent=agent, params=params, board_type="tic_tac_toe", games_per_candidate=2,
-                                    popsize=2))
+                                    popsize=2), CMAES_TUNABLES)
         candidate = run.next_candidates(0.0)[0]
-        score, games = evaluate_candidate(run.config, candidate)
-        assert games == 2 and 0.0 <= score <= 1.0
+        outcome = evaluate_candidate(run.config, candidate, CMAES_TUNABLES)
+        assert outcome.games == 2 and 0.0 <= outcome.fitness <= 1.0
+
+
+def test_the_tunables_catalogue_is_handed_in():
+    seen = []
+    only = {"heuristic": Tunable(params={"knob": (0.0, 10.0, 2.0)},
+                                 build=lambda spec, ctx, values: seen.append((spec.kind, ctx.seed, values)))}
+    run = CMAESRun.start(config(params={"knob": (0.0, 4.0)}), only)
+    assert run.mean_params() == pytest.approx({"knob": 2.0})
+    with pytest.raises(ValueError, match="params"):
+        CMAESRun.start(config(params={"corner": (0.0, 1.0)}), only)
+    with pytest.raises(ValueError, match="agent"):
+        tunable_params("mcts_8", only)
+    from orchestrator.learn.cmaes import candidate_factory
+    candidate_factory(run.config, {"knob": 3.0}, only)(11)
+    assert seen == [("heuristic", 11, {"knob": 3.0})]
+
+
+def test_external_evaluations_only_for_external_runs_with_the_runs_games():
+    run_config = config(games_per_candidate=20)
+    good = dict(games=20, wins=11, draws=4, losses=5)
+    assert external_outcome(run_config, True, **good) == Outcome(11, 4, 5)
+    assert external_outcome(run_config, True, **good).fitness == pytest.approx(13 / 20)
+    assert external_outcome(run_config, True, **good, fitness=0.65).fitness == pytest.approx(0.65)
+    refused = (
+        (False, good),  # the cluster evaluates this run itself
+        (True, {**good, "games": 1, "wins": 1, "draws": 0, "losses": 0}),  # one lucky game is not twenty
+        (True, {**good, "wins": 20}),  # a breakdown that does not sum to the games
+        (True, {**good, "fitness": 1.0}),  # a fitness the breakdown does not score
+    )
+    for external, body in refused:
+        with pytest.raises(Conflict):
+            external_outcome(run_config, external, **body)
+    with pytest.raises(ValueError, match="wins"):
+        external_outcome(run_config, True, **{**good, "wins": -1})

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from actors.tunables import CMAES_TUNABLES
 from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, evaluate_candidate, play_fitness_match, tunable_params
 from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, train_policy_value
 from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
@@ -68,21 +69,21 @@ def test_cmaes_improves_heuristic_fitness_against_random_over_generations():
     to +0.75 more than `BAD_START` over the same 32 held-out games against random (seed 0: 0.03
     -> 0.78).
     """
-    tunable = tunable_params("heuristic")
+    tunable = tunable_params("heuristic", CMAES_TUNABLES)
     config = CMAESConfig(
         run_id="progress", params={name: (low, high) for name, (low, high, _) in tunable.items()},
         generations=6, popsize=8, sigma0=0.3, seed=CMAES_SEED, initial=BAD_START,
         board_type=BOARD, agent="heuristic", baseline="random", games_per_candidate=16,
     )
-    run = CMAESRun.start(config)
+    run = CMAESRun.start(config, CMAES_TUNABLES)
     assert run.mean_params() == pytest.approx(BAD_START)
     now = 0.0
     while not run.finished:
         for candidate in run.next_candidates(now):
-            fitness, games = evaluate_candidate(config, candidate)
+            outcome = evaluate_candidate(config, candidate, CMAES_TUNABLES)
             now += 1.0
-            assert games == 16 and 0.0 <= fitness <= 1.0
-            assert run.submit(candidate.candidate_id, candidate.generation, fitness, games, now).accepted
+            assert outcome.games == 16
+            assert run.submit(candidate.candidate_id, candidate.generation, outcome.fitness, outcome.games, now).accepted
     status = run.status(now)
     assert status.finished and status.stop_reason == "generations" and status.evaluations_done == 6 * 8
     first, last = status.history[0], status.history[-1]
@@ -91,10 +92,10 @@ def test_cmaes_improves_heuristic_fitness_against_random_over_generations():
 
     # The tuned weights, not just lucky candidates: cma's mean against the start on the same openings.
     def held_out(weights: dict[str, float]) -> float:
-        score, games = play_fitness_match(BOARD, lambda seed: make_heuristic_agent(weights, seed), "random", 32,
-                                          seed=10**6 + CMAES_SEED)
-        assert games == 32
-        return score
+        outcome = play_fitness_match(BOARD, lambda seed: make_heuristic_agent(weights, seed), "random", 32,
+                                     seed=10**6 + CMAES_SEED)
+        assert outcome.games == 32
+        return outcome.fitness
 
     start_score, tuned_score = held_out(BAD_START), held_out(status.mean_params)
     assert tuned_score >= start_score + 0.2, (start_score, tuned_score, status.mean_params)
@@ -160,7 +161,8 @@ def test_network_trained_on_selfplay_beats_the_untrained_network_with_the_same_s
         return build_mcts(parse_agent(f"model:trained+{MATCH_SEARCH}"),
                           AgentContext(board_type=BOARD, seed=seed, load_model=load_model))
 
-    score, games = play_fitness_match(BOARD, trained_agent, f"model:untrained+{MATCH_SEARCH}", MATCH_GAMES,
-                                      seed=TRAINING_SEED, load_model=load_model)
+    outcome = play_fitness_match(BOARD, trained_agent, f"model:untrained+{MATCH_SEARCH}", MATCH_GAMES,
+                                 seed=TRAINING_SEED, load_model=load_model)
+    score, games = outcome.fitness, outcome.games
     assert games == MATCH_GAMES
     assert score > 0.5, f"trained net scored {score:.3f} against the untrained one over {games} games"
