@@ -9,6 +9,7 @@ Names are `<kind>[_<budget>]` as the seed's examples use them, plus model and pa
     gumbel_<sims>           Gumbel AlphaZero root search (Gumbel-top-k, sequential halving)
     descent[_<iters>]       Cohen-Solal's Descent (unbounded best-first minimax with completion)
     minimax_<depth>         alpha-beta over the heuristic
+    openspiel_mcts_<sims>   OpenSpiel's own C++ MCTSBot with random rollouts (a reference agent)
     model:<id>[+<search>]   a registered network driving a search, e.g. model:abc+gumbel_64;
                             an `nnue` model drives minimax, e.g. model:abc+minimax_3
 """
@@ -34,14 +35,15 @@ _BUILDERS: dict[str, tuple[str, bool]] = {
     "descent": ("orchestrator.play.descent:build_descent", False),
     "mcts": ("orchestrator.play.mcts:build_mcts", True),
     "gumbel": ("orchestrator.play.gumbel:build_gumbel", True),
+    "openspiel_mcts": ("orchestrator.play.openspiel_bots:build_openspiel_mcts", True),
 }
 _BUDGETLESS = {"random", "heuristic"}
-_SEARCH_RE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<budget>\d+))?(?:@(?P<params>[A-Za-z0-9._-]+))?$")
+_SEARCH_RE = re.compile(r"^(?P<kind>[a-z]+(?:_[a-z]+)*)(?:_(?P<budget>\d+))?(?:@(?P<params>[A-Za-z0-9._-]+))?$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 VALID_FORMS = (
     "random, heuristic, heuristic@<params_id>, mcts_<sims>, gumbel_<sims>, descent[_<iters>], "
-    "minimax_<depth>, model:<id>[+<search>] (for example model:abc123+gumbel_64)"
+    "minimax_<depth>, openspiel_mcts_<sims>, model:<id>[+<search>] (for example model:abc123+gumbel_64)"
 )
 
 
@@ -118,7 +120,7 @@ def parse_agent(name: str) -> AgentSpec:
         raise _invalid(name, f"budget must be between 1 and {MAX_BUDGET}")
     if params_id and kind != "heuristic":
         raise _invalid(name, "only heuristic takes @<params_id>")
-    if model_id and kind in ("random", "heuristic"):
+    if model_id and kind in ("random", "heuristic", "openspiel_mcts"):
         raise _invalid(name, f"a model cannot drive {kind}")
     return AgentSpec(kind=kind, budget=value, model_id=model_id, params_id=params_id)
 

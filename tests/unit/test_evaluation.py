@@ -1,0 +1,79 @@
+"""Evaluation games on real OpenSpiel games: results from the game's returns, colour-swapped pairs
+from one opening, batching by the agent to move, and the OpenSpiel MCTSBot reference agent."""
+import pytest
+
+from orchestrator.play.agents import AgentContext, make_agent
+from orchestrator.play.evaluation import EvalGame, opening, pair_games, play_games
+from orchestrator.play.games import BUILTIN
+
+
+class Counting:
+    """Wraps a real agent to record how many states each select_many call received."""
+
+    def __init__(self, agent):
+        self.agent, self.name, self.calls = agent, agent.name, []
+
+    def select_many(self, states):
+        self.calls.append(len(states))
+        return self.agent.select_many(states)
+
+
+def agents(board, *names, seed=0):
+    return {n: make_agent(n, AgentContext(board_type=board, seed=seed)) for n in names}
+
+
+def test_a_strong_search_beats_random_from_both_sides():
+    game = BUILTIN.load("tic_tac_toe")
+    players = agents("tic_tac_toe", "openspiel_mcts_200", "random")
+    games = [g for k in range(4) for g in pair_games(f"p{k}", "openspiel_mcts_200", "random", seed=k)]
+    played = play_games(game, players, games)
+    assert [p.game_id for p in played] == [g.game_id for g in games]
+    scores = [p.score_of("openspiel_mcts_200") for p in played]
+    assert all(s in (0.5, 1.0) for s in scores) and sum(scores) >= 6, scores
+    assert {p.first for p in played} == {"openspiel_mcts_200", "random"}, "colours alternate"
+
+
+def test_pairs_share_the_opening_and_swap_colours():
+    first, second = pair_games("t-7", "a", "b", seed=11, opening_plies=3)
+    assert (first.game_id, first.first, first.second) == ("t-7-0", "a", "b")
+    assert (second.game_id, second.first, second.second) == ("t-7-1", "b", "a")
+    game = BUILTIN.load("connect_four")
+    assert str(opening(game, 3, first.seed)) == str(opening(game, 3, second.seed))
+    assert str(opening(game, 3, 11)) != str(opening(game, 3, 12))
+    assert len(opening(game, 3, 11).history()) == 3
+
+
+def test_opening_never_ends_the_game():
+    game = BUILTIN.load("tic_tac_toe")
+    for seed in range(20):
+        assert not opening(game, 9, seed).is_terminal()
+
+
+def test_games_are_batched_per_agent_to_move():
+    game = BUILTIN.load("connect_four")
+    base = agents("connect_four", "random", "mcts_4")
+    counted = {n: Counting(a) for n, a in base.items()}
+    games = [g for k in range(3) for g in pair_games(f"b{k}", "mcts_4", "random", seed=k)]
+    played = play_games(game, counted, games)
+    assert len(played) == 6
+    # each round, the three games where mcts_4 is to move go to it in one call
+    assert max(counted["mcts_4"].calls) == 3 and counted["mcts_4"].calls[0] == 3, counted["mcts_4"].calls
+    total_moves = sum(p.moves for p in played)
+    assert len(counted["mcts_4"].calls) + len(counted["random"].calls) < total_moves, "several games per call"
+
+
+def test_results_are_the_games_returns():
+    game = BUILTIN.load("tic_tac_toe")
+    players = agents("tic_tac_toe", "random", "openspiel_mcts_500")
+    played = play_games(game, players, [EvalGame("x", "random", "openspiel_mcts_500", seed=1)])[0]
+    assert played.score_first in (0.0, 0.5) and played.score_of("openspiel_mcts_500") == 1 - played.score_first
+    with pytest.raises(ValueError):
+        played.score_of("nobody")
+
+
+def test_a_stop_abandons_unfinished_games():
+    game = BUILTIN.load("connect_four")
+    calls = []
+    played = play_games(game, agents("connect_four", "random"), [EvalGame("s", "random", "random", seed=0)],
+                        should_stop=lambda: calls.append(1) or len(calls) > 3)
+    assert played == []
