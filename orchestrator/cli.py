@@ -41,6 +41,7 @@ async def _serve(settings) -> None:
     from actors.bootstrap import connect, ensure_node_actors
     from orchestrator.gateway.app import serve
     from orchestrator.gateway.node import NodeGateway
+    from orchestrator.ops import restart
 
     bind = settings.bind_host()  # refuses an unsafe address before anything starts
     started_ray = connect(settings)
@@ -54,6 +55,7 @@ async def _serve(settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    restart.install(lambda: loop.call_soon_threadsafe(stop.set))  # a code update stops serving, then re-execs
     try:
         await stop.wait()
     finally:
@@ -66,6 +68,7 @@ async def _serve(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from orchestrator.config import Settings
+    from orchestrator.ops import restart
 
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orchestrator: {exc}", file=sys.stderr)
         return 2
     asyncio.run(_serve(settings))
+    restart.exec_if_requested()
     return 0
 
 

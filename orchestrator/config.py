@@ -80,6 +80,20 @@ class Settings(BaseSettings):
     formation_window_s: float = Field(10.0, ge=0)  # how long the first node gathers peers as voters
     games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+
+    # git operations (/git/*): the deployed checkout, fast-forwarded from git_remote/git_branch
+    git_repo_dir: Path | None = None  # None: the checkout this code runs from
+    git_remote: str = Field("origin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    git_branch: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+    git_timeout_s: float = Field(30.0, gt=0)
+    # registries (/registry/*): a provider is configured by naming its command-line tool
+    registry_yaml: Path | None = None  # None: <data_dir>/registry.yaml; read at start, written by save_yaml
+    vast_cli: str | None = None  # e.g. "vastai"
+    aws_cli: str | None = None  # e.g. "aws"
+    aws_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
+    tailscale_cli: str | None = None  # e.g. "tailscale"
+    provider_timeout_s: float = Field(30.0, gt=0)
+    probe_timeout_s: float = Field(3.0, gt=0)  # each TCP connect / HTTP round trip of a connectivity probe
     sync_max_concurrent: int = Field(4, ge=1, le=64)  # file transfers at once into this node
     sync_disk_limit_percent: float = Field(95.0, gt=0, le=100)  # a transfer that would fill the disk past this: 507
 

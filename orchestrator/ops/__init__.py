@@ -1,0 +1,1 @@
+"""Operations on the node itself: its git checkout, provider registries, connectivity probes (pure Python)."""

@@ -1,0 +1,50 @@
+"""Restarting this node's process after a code update, so that the new code runs.
+
+The launcher installs how its process stops serving (gracefully: the gateway drains, this node's
+actors are stopped, an embedded Ray head is shut down); after that it re-executes itself with the
+same arguments, which starts the gateway and recreates the actors from the new code. The job
+supervisor reloads its jobs from the node's SQLite file and relaunches the ones that were running,
+so they resume as a new attempt. A process with no launcher (a test harness, a program embedding
+the gateway) has nothing installed, and a request says so instead of pretending.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Callable
+
+_lock = threading.Lock()
+_stop_serving: Callable[[], None] | None = None
+_requested = False
+
+
+def install(stop_serving: Callable[[], None]) -> None:
+    """Called once by the launcher; `stop_serving` must be safe to call from any thread."""
+    global _stop_serving
+    with _lock:
+        _stop_serving = stop_serving
+
+
+def available() -> bool:
+    return _stop_serving is not None
+
+
+def request() -> bool:
+    """Stop serving so the launcher restarts this process; False when no launcher can."""
+    global _requested
+    with _lock:
+        if _stop_serving is None:
+            return False
+        _requested = True
+        action = _stop_serving
+    action()
+    return True
+
+
+def exec_if_requested() -> None:
+    """In the launcher, after serving stopped: replace this process by a fresh one, same arguments."""
+    if _requested:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, list(sys.orig_argv))
