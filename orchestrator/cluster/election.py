@@ -1,9 +1,12 @@
 """One node's election brain: Bully decides who stands, voter leases decide who leads.
 
-Sans-IO. Every method takes `now` (this node's monotonic clock, seconds) and returns the messages
-to send as `Outgoing` values; the caller delivers each one, hands the answer back through
-`on_response`, passes requests from peers to `on_request`, and calls `tick` often (a tenth of the
-renew interval is plenty). A lost answer is simply never handed back: rounds end on timeouts.
+Sans-IO. Every input takes `now` (this node's monotonic clock, seconds) and returns a `Ready`:
+what to persist, the term to register with the cluster store, the messages to send and the reply
+to give, in that order (etcd raft's `Ready`: state is saved before the messages that depend on it
+leave). The caller delivers each message, hands the answer back through `on_response`, passes
+requests from peers to `on_request`, and calls `tick` often (a tenth of the renew interval is
+plenty). A lost answer is simply never handed back: rounds end on timeouts. A message that cannot
+be read raises `MalformedMessage`, which names the field.
 
 How a node comes to lead:
 1. It sees no valid leader: no coordinator message within `lease_ttl_s`, or none yet after
@@ -19,14 +22,18 @@ How a node comes to lead:
    ends at the voter. A refusal that names a higher-ranked holder makes it defer; one that shows
    an epoch at or above its own makes it retry above that epoch; one that names a lower holder
    makes it retry when that grant runs out.
-4. As leader it renews every `renew_interval_s` and announces `coordinator` to every eligible peer
-   at each renewal, which is also how followers know that the leader lives.
+4. The caller registers the new term's epoch with the cluster store before it sends the first
+   announcement (`Ready.term_epoch`); a refusal ends it unacted (`term_refused`).
+5. As leader it renews every `renew_interval_s` and announces `coordinator` to every eligible peer
+   at each renewal, which is also how followers know that the leader lives. A follower accepts an
+   announcement only from a known voter or eligible peer, and a new leadership only when the
+   caller vouches that the store registered that epoch for that leader (`term_registered`).
 A leader steps down when its leases lapse, when it sees a higher epoch anywhere (a coordinator
 message, a lease refusal, a refused coordinator message, `observe_epoch` for a refused command),
 or when it is retired. Leadership that has lapsed never resumes: the next term has a new epoch.
 
-What survives a failure is `to_record()`, persisted whenever it changes and before the caller
-sends what the call returned, answers the request, or acts as leader: the accepted epoch and its
+What survives a failure is `to_record()`, handed out in `Ready.record` whenever it changes; the
+caller persists it before it sends what the call returned, answers the request, or acts as leader: the accepted epoch and its
 leader (so `epoch` never goes backwards), the highest epoch seen (so the next proposal goes above
 it), and this node's voter record (see `lease.py`). Leadership itself does not survive: a restarted
 node starts as a follower with a new lease id, so its old grants block it like anyone else's.
@@ -36,11 +43,11 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from orchestrator.cluster.lease import (REFUSED_HELD, REFUSED_NOT_A_VOTER, REFUSED_STALE_EPOCH, ElectionConfig,
-                                        LeaseRequest, Voter, float_field, int_field, str_field)
+                                        LeaseRequest, MalformedMessage, Voter, epoch_field, float_field, str_field)
 
 ELECTION = "election"
 LEASE = "lease"
@@ -50,6 +57,11 @@ MESSAGE_KINDS = (ELECTION, LEASE, GRANT, COORDINATOR)
 
 ALIVE = "ALIVE"  # the answering node ranks higher, is eligible, and takes over the candidacy
 OK = "OK"  # the answering node will not stand above the candidate
+
+# Why a coordinator announcement was refused (the `reason` field of a refusal).
+REFUSED_STALE = "stale_epoch"
+REFUSED_UNKNOWN_LEADER = "unknown_leader"
+REFUSED_UNREGISTERED = "unregistered_epoch"
 
 RECORD_FORMAT = 1
 
@@ -68,6 +80,22 @@ class Outgoing:
     destination: str
     kind: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What one input produced, in the order the caller must act on it:
+    1. persist `record` (None: unchanged) before anything below leaves this node;
+    2. register `term_epoch` (None: no new term) with the cluster store; if the store refuses or
+       cannot answer, feed that back through `term_refused` and drop `messages`, which announce
+       that term;
+    3. send `messages` and give `reply` (the answer to a peer's request; None for other inputs).
+    """
+
+    record: dict[str, Any] | None = None
+    term_epoch: int | None = None
+    messages: tuple[Outgoing, ...] = ()
+    reply: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +166,8 @@ class ElectionNode:
         self._pending: dict[str, _Pending] = {}
         self._request_counter = 0
         self._finished_terms: list[Term] = []
+        self._handed_record: dict[str, Any] | None = None  # the record in the last Ready
+        self._new_term: int | None = None  # won, not yet handed out for registration
 
     # ----------------------------------------------------------------- views
 
@@ -217,7 +247,7 @@ class ElectionNode:
 
     # ----------------------------------------------------------------- inputs
 
-    def set_eligible(self, nodes: Iterable[str], now: float) -> None:
+    def set_eligible(self, nodes: Iterable[str], now: float) -> Ready:
         """The nodes that are not retired. A retired node neither stands nor votes."""
         self._expire(now)
         self._eligible = frozenset(nodes)
@@ -227,8 +257,24 @@ class ElectionNode:
             if self._role is Role.LEADER:
                 self._end_term(now)
             self._become_follower(None, None)
+        return self._ready()
 
-    def observe_epoch(self, epoch: int, now: float) -> None:
+    def set_voters(self, voters: Iterable[str], now: float) -> Ready:
+        """The cluster's voter set changed. A leadership or campaign under the old set ends here:
+        the store begins a term only under the voter set it holds (see fencing.py)."""
+        self._expire(now)
+        if self._role is Role.LEADER:
+            self._end_term(now)  # counted under the quorum it was won with
+        if self._role is not Role.FOLLOWER:
+            self._become_follower(None, None)
+        self.config = replace(self.config, voters=tuple(sorted(voters)))
+        if self.node_id not in self.config.voters:
+            self._voter = None
+        elif self._voter is None:
+            self._voter = Voter(self.node_id, self.config.lease_ttl_s, self._eligible, max_epoch=self._highest_epoch)
+        return self._ready()
+
+    def observe_epoch(self, epoch: int, now: float) -> Ready:
         """A leader at `epoch` exists, for example because a store or worker refused our command."""
         self._expire(now)
         self._see_epoch(epoch)
@@ -237,9 +283,35 @@ class ElectionNode:
         if self._role is Role.LEADER and epoch > self._campaign.epoch:
             self._end_term(now)
             self._become_follower(None, None)
+        return self._ready()
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def step_down(self, now: float) -> Ready:
+        """Stop leading or campaigning now, for example because the store could not register the term.
+        The next candidacy goes above every epoch seen, so the lapsed term never resumes."""
+        self._expire(now)
+        if self._role is Role.LEADER:
+            self._end_term(now)
+        if self._role is not Role.FOLLOWER:
+            self._become_follower(None, None)
+        return self._ready()
+
+    def term_refused(self, now: float, epoch: int | None = None) -> Ready:
+        """The store would not register the term just won (`epoch`: the highest it holds; None when
+        it could not answer). That leadership never acted, so no term is recorded for it."""
+        self._expire(now)
+        if epoch is not None:
+            self._see_epoch(epoch)
+            if self._voter is not None:
+                self._voter.observe_epoch(epoch)
+        if self._role is Role.LEADER:
+            self._become_follower(None, None)
+        return self._ready()
+
+    def tick(self, now: float) -> Ready:
         """Drive timeouts, retries and renewals."""
+        return self._ready(self._tick(now))
+
+    def _tick(self, now: float) -> list[Outgoing]:
         self._expire(now)
         if self.node_id not in self._eligible:
             return []
@@ -263,9 +335,17 @@ class ElectionNode:
             return self._lease_round(now)
         return []
 
-    def on_request(self, kind: str, payload: Mapping[str, Any], now: float) -> dict[str, Any]:
-        """Answer a peer's request; raises ValueError for an unknown kind or a malformed payload."""
+    def on_request(self, kind: str, payload: Mapping[str, Any], now: float, *,
+                   term_registered: bool = False) -> Ready:
+        """Answer a peer's request (`Ready.reply`); raises MalformedMessage for an unknown kind or a
+        malformed payload. `term_registered`: the caller checked that the cluster store registered
+        the announced epoch for the announced leader (read for coordinator messages only)."""
         self._expire(now)
+        if kind == COORDINATOR:
+            return self._ready(reply=self._on_coordinator(payload, now, term_registered))
+        return self._ready(reply=self._answer(kind, payload, now))
+
+    def _answer(self, kind: str, payload: Mapping[str, Any], now: float) -> dict[str, Any]:
         if kind == ELECTION:
             return self._on_election(payload, now)
         if kind == LEASE:
@@ -282,23 +362,21 @@ class ElectionNode:
                 return {"voter_id": self.node_id, "leader_id": None, "lease_id": None, "epoch": self._epoch,
                         "expires_in_s": 0.0, "retired": self.node_id not in self._eligible}
             return self._voter.grant_status(now)
-        if kind == COORDINATOR:
-            return self._on_coordinator(payload, now)
-        raise ValueError(f"kind: unknown election message {kind!r}")
+        raise MalformedMessage("kind", f"unknown election message {kind!r}")
 
-    def on_response(self, request_id: str, payload: Mapping[str, Any], now: float) -> list[Outgoing]:
+    def on_response(self, request_id: str, payload: Mapping[str, Any], now: float) -> Ready:
         """The answer to one of our requests; unknown, late or duplicated answers are ignored."""
         self._expire(now)
         pending = self._pending.pop(request_id, None)
         if pending is None:
-            return []
+            return self._ready()
         if pending.kind == ELECTION:
-            return self._on_election_answer(pending, payload, now)
+            return self._ready(self._on_election_answer(pending, payload, now))
         if pending.kind == LEASE:
-            return self._on_lease_answer(pending.destination, pending.sent_at, pending.tag, payload, now)
+            return self._ready(self._on_lease_answer(pending.destination, pending.sent_at, pending.tag, payload, now))
         if pending.kind == COORDINATOR and payload.get("accepted") is False:
-            self.observe_epoch(int_field(payload, "epoch"), now)
-        return []
+            return self.observe_epoch(epoch_field(payload, "epoch"), now)
+        return self._ready()
 
     # ----------------------------------------------------------------- bully
 
@@ -315,7 +393,7 @@ class ElectionNode:
 
     def _on_election(self, payload: Mapping[str, Any], now: float) -> dict[str, Any]:
         candidate = str_field(payload, "candidate_id")
-        self._see_epoch(int_field(payload, "epoch"))
+        self._see_epoch(epoch_field(payload, "epoch"))
         if self.node_id not in self._eligible or self.node_id <= candidate:
             return {"response": OK, "node_id": self.node_id}
         # Someone is looking for a leader: if we know none, stand at the next tick.
@@ -370,7 +448,7 @@ class ElectionNode:
 
     def _on_lease_answer(self, voter: str, sent_at: float, epoch: int, payload: Mapping[str, Any],
                          now: float) -> list[Outgoing]:
-        answer_epoch = int_field(payload, "epoch")
+        answer_epoch = epoch_field(payload, "epoch")
         self._see_epoch(answer_epoch)
         campaign = self._campaign
         if self._role is Role.LEADER and answer_epoch > campaign.epoch:
@@ -411,6 +489,7 @@ class ElectionNode:
             self._epoch_leader = self.node_id
             self._leader_id = self.node_id
             self._trusted_until = None
+            self._new_term = campaign.epoch
             return self._announce(now)
         if campaign.round_open and not campaign.awaiting:
             return self._close_round(now)
@@ -433,16 +512,25 @@ class ElectionNode:
         return [self._request(COORDINATOR, node, payload, now, self._campaign.epoch)
                 for node in sorted(self._eligible) if node != self.node_id]
 
-    def _on_coordinator(self, payload: Mapping[str, Any], now: float) -> dict[str, Any]:
+    def _on_coordinator(self, payload: Mapping[str, Any], now: float, term_registered: bool) -> dict[str, Any]:
         leader = str_field(payload, "leader_id")
-        epoch = int_field(payload, "epoch")
+        epoch = epoch_field(payload, "epoch", minimum=1)
         ours = self._role is Role.LEADER and self._campaign.epoch == epoch
         stale = (epoch < self._epoch
                  or (epoch == self._epoch and self._epoch_leader not in (None, leader))
                  or (leader == self.node_id and not ours))
+        already_followed = epoch == self._epoch and self._epoch_leader == leader
         if stale:
+            reason = REFUSED_STALE
+        elif leader not in self._eligible and leader not in self.config.voters:
+            reason = REFUSED_UNKNOWN_LEADER
+        elif not (ours or already_followed or term_registered):
+            reason = REFUSED_UNREGISTERED
+        else:
+            reason = None
+        if reason is not None:
             return {"accepted": False, "node_id": self.node_id, "epoch": self._epoch,
-                    "leader_id": self._epoch_leader}
+                    "leader_id": self._epoch_leader, "reason": reason}
         self._see_epoch(epoch)
         if self._voter is not None:
             self._voter.observe_epoch(epoch)
@@ -481,6 +569,15 @@ class ElectionNode:
 
     def _see_epoch(self, epoch: int) -> None:
         self._highest_epoch = max(self._highest_epoch, epoch)
+
+    def _ready(self, messages: Iterable[Outgoing] = (), reply: dict[str, Any] | None = None) -> Ready:
+        record = self.to_record()
+        if record == self._handed_record:
+            record = None
+        else:
+            self._handed_record = record
+        term_epoch, self._new_term = self._new_term, None
+        return Ready(record=record, term_epoch=term_epoch, messages=tuple(messages), reply=reply)
 
     def _request(self, kind: str, destination: str, payload: dict[str, Any], now: float, tag: int) -> Outgoing:
         self._request_counter += 1

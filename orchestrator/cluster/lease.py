@@ -32,6 +32,8 @@ DEFAULT_MAX_CLOCK_DRIFT = 0.05
 DEFAULT_SAFETY_MARGIN_S = 0.5
 
 RECORD_FORMAT = 1
+# Epochs are SQLite INTEGERs in the cluster store: a signed 64-bit range, checked wherever one enters.
+MAX_EPOCH = 2**63 - 1
 
 # Why a voter refused a lease request (the `reason` field of a refusal).
 REFUSED_HELD = "held"
@@ -39,6 +41,15 @@ REFUSED_STALE_EPOCH = "stale_epoch"
 REFUSED_RETIRED = "retired"
 REFUSED_LEADER_NOT_ELIGIBLE = "leader_not_eligible"
 REFUSED_NOT_A_VOTER = "not_a_voter"
+
+
+class MalformedMessage(ValueError):
+    """A message from another node that cannot be read; `field` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -106,10 +117,8 @@ class LeaseRequest:
     def from_payload(cls, payload: Mapping[str, Any]) -> "LeaseRequest":
         duration = float_field(payload, "lease_duration")
         if not duration > 0:
-            raise ValueError("lease_duration: must be positive")
-        epoch = int_field(payload, "epoch")
-        if epoch < 1:
-            raise ValueError("epoch: must be at least 1")
+            raise MalformedMessage("lease_duration", "must be positive")
+        epoch = epoch_field(payload, "epoch", minimum=1)
         return cls(str_field(payload, "leader_id"), str_field(payload, "lease_id"), duration, epoch)
 
     def to_payload(self) -> dict[str, Any]:
@@ -219,19 +228,23 @@ class Voter:
 def str_field(payload: Mapping[str, Any], name: str) -> str:
     value = payload.get(name)
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name}: expected a non-empty string")
+        raise MalformedMessage(name, "expected a non-empty string")
     return value
 
 
-def int_field(payload: Mapping[str, Any], name: str) -> int:
+def epoch_field(payload: Mapping[str, Any], name: str, minimum: int = 0) -> int:
+    """An epoch in [minimum, MAX_EPOCH]: one out of range could never be stored, and a node that
+    accepted it could never register a term again."""
     value = payload.get(name)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer")
+        raise MalformedMessage(name, "expected an integer")
+    if not minimum <= value <= MAX_EPOCH:
+        raise MalformedMessage(name, f"must be between {minimum} and {MAX_EPOCH}")
     return value
 
 
 def float_field(payload: Mapping[str, Any], name: str) -> float:
     value = payload.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number")
+        raise MalformedMessage(name, "expected a finite number")
     return float(value)

@@ -74,15 +74,46 @@ class Message:
     ready_at: float  # true time from which a healthy network delivers it
 
 
+class SimStore:
+    """The cluster store's part in elections (fencing.py): epochs only go up, a term begins only
+    under the voter set the store holds, and only the newest term's holder changes that set."""
+
+    def __init__(self, voters=None) -> None:
+        self.terms: dict[int, str] = {}
+        self.highest = 0
+        self.voters = tuple(sorted(voters)) if voters else None
+        self.version = 1 if voters else 0
+
+    def form(self, present) -> tuple[tuple[str, ...], int]:
+        """The first node to finish forming records the voters; everyone reads that record."""
+        if self.voters is None:
+            self.voters, self.version = tuple(sorted(present)), 1
+        return self.voters, self.version
+
+    def begin_term(self, name: str, epoch: int, version: int) -> bool:
+        if epoch <= self.highest or version != self.version:
+            return False
+        self.terms[epoch], self.highest = name, epoch
+        return True
+
+    def change_voters(self, name: str, epoch: int, voters) -> bool:
+        if self.terms.get(self.highest) != name or epoch != self.highest:
+            return False
+        self.voters, self.version = tuple(sorted(voters)), self.version + 1
+        return True
+
+
 class SimCluster:
-    def __init__(self, names, config: ElectionConfig, offsets, rates):
+    def __init__(self, names, config: ElectionConfig, offsets, rates, started=None):
         self.config = config
         self.names = list(names)
         self.now = 0.0
         self.clocks = {n: Clock(0.0, o, r) for n, o, r in zip(self.names, offsets, rates)}
         self.incarnations = {n: 0 for n in self.names}
+        self.store = SimStore(config.voters)
+        self.versions = {n: self.store.version for n in self.names}  # the voter set each node last read
         self.nodes = {n: ElectionNode(n, config, eligible=self.names, now=self.local(n), lease_id=f"{n}#0")
-                      for n in self.names}
+                      for n in (self.names if started is None else started)}
         self.network: list[Message] = []
         self.group = {n: 0 for n in self.names}
         self.paused: set[str] = set()
@@ -97,7 +128,30 @@ class SimCluster:
         return self.clocks[name].local(self.now)
 
     def active(self, name: str) -> bool:
-        return name not in self.paused and name not in self.dead
+        return name in self.nodes and name not in self.paused and name not in self.dead
+
+    def join(self, name: str, offset: float, rate: float) -> None:
+        """A node starts now (its process, with a fresh clock) and reads the recorded voters,
+        recording those present if it is the first to finish forming."""
+        self.clocks[name] = Clock(self.now, offset, rate)
+        voters, self.versions[name] = self.store.form([n for n in self.nodes] + [name])
+        config = replace(self.config, voters=voters)
+        self.nodes[name] = ElectionNode(name, config, eligible=self.names, now=self.local(name),
+                                        lease_id=f"{name}#0")
+
+    def learn_voters(self, name: str) -> None:
+        """`name` reads the voter set the store holds now (as the actor does every second)."""
+        if name in self.nodes and self.versions[name] != self.store.version:
+            self.versions[name] = self.store.version
+            self.apply(name, self.nodes[name].set_voters(self.store.voters, self.local(name)))
+
+    def apply(self, name: str, ready) -> None:
+        """What the election actor does with a Ready: the store registers the new term before its
+        announcements go out; a refusal ends the term unacted and drops them."""
+        if ready.term_epoch is not None and not self.store.begin_term(name, ready.term_epoch, self.versions[name]):
+            self.apply(name, self.nodes[name].term_refused(self.local(name), self.store.highest))
+            return
+        self.send(name, ready.messages)
 
     def can_deliver(self, message: Message) -> bool:
         return self.active(message.receiver) and self.group[message.sender] == self.group[message.receiver]
@@ -115,7 +169,7 @@ class SimCluster:
 
     def tick(self, name: str) -> None:
         if self.active(name):
-            self.send(name, self.nodes[name].tick(self.local(name)))
+            self.apply(name, self.nodes[name].tick(self.local(name)))
 
     def deliver(self, index: int) -> bool:
         message = self.network[index]
@@ -124,9 +178,10 @@ class SimCluster:
         del self.network[index]
         node, now = self.nodes[message.receiver], self.local(message.receiver)
         if message.is_response:
-            self.send(message.receiver, node.on_response(message.request_id, message.payload, now))
+            self.apply(message.receiver, node.on_response(message.request_id, message.payload, now))
         else:
-            reply = node.on_request(message.kind, message.payload, now)
+            registered = self.store.terms.get(message.payload.get("epoch")) == message.payload.get("leader_id")
+            reply = node.on_request(message.kind, message.payload, now, term_registered=registered).reply
             self.post(Message(message.receiver, message.sender, message.request_id, message.kind, reply, True,
                               self.now))
         return True
@@ -136,6 +191,8 @@ class SimCluster:
         get through does; what that causes waits for the next step."""
         self.now += dt
         for name in self.names:
+            if self.active(name):
+                self.learn_voters(name)
             self.tick(name)
         due = [m for m in self.network if m.ready_at <= self.now]
         self.network = [m for m in self.network if m.ready_at > self.now]
@@ -163,7 +220,9 @@ class SimCluster:
         record = self.nodes[name].to_record()
         self.incarnations[name] += 1
         self.clocks[name] = Clock(self.now, offset, rate)
-        self.nodes[name] = ElectionNode.from_record(record, self.config, now=self.local(name),
+        self.versions[name] = self.store.version  # a restarted actor reads the voter set first
+        config = replace(self.config, voters=self.store.voters)
+        self.nodes[name] = ElectionNode.from_record(record, config, now=self.local(name),
                                                     eligible=self.names,
                                                     lease_id=f"{name}#{self.incarnations[name]}")
         self.paused.discard(name)
@@ -175,7 +234,7 @@ class SimCluster:
     def all_terms(self) -> list[TermRecord]:
         """History plus every live leadership up to the end it promises itself now."""
         terms = []
-        for name in self.names:
+        for name in self.nodes:
             if name in self.dead:
                 continue
             self._close(name)
@@ -186,7 +245,7 @@ class SimCluster:
         return self.history + terms
 
     def leaders(self) -> list[str]:
-        return [n for n in self.names if n not in self.dead and self.nodes[n].is_leader(self.local(n))]
+        return [n for n in self.nodes if n not in self.dead and self.nodes[n].is_leader(self.local(n))]
 
     def check_safety(self) -> list[str]:
         violations = find_overlaps(self.all_terms())
@@ -197,11 +256,11 @@ class SimCluster:
             node = self.nodes[name]
             promised = self.clocks[name].true(node.leader_valid_until)
             backing = sorted((self.clocks[v].true(grant.expires_at)
-                              for v in self.config.voters
+                              for v in node.config.voters if v in self.nodes and self.nodes[v].voter
                               for grant in [self.nodes[v].voter.grant]
                               if grant is not None and grant.holds(name, node.lease_id)
                               and grant.epoch == node.epoch), reverse=True)
-            quorum = self.config.quorum
+            quorum = node.config.quorum
             assert len(backing) >= quorum and backing[quorum - 1] >= promised - EPSILON_S, (name, promised, backing)
         return leaders
 
@@ -286,9 +345,29 @@ class ElectionMachine(RuleBasedStateMachine):
         sim.group = {n: side for n, side in zip(sim.names, sides)}
         self.minority_since = {}
         for name in sim.names:
-            voters_on_side = sum(1 for v in sim.config.voters if sim.group[v] == sim.group[name])
-            if voters_on_side < sim.config.quorum:
+            config = sim.nodes[name].config
+            voters_on_side = sum(1 for v in config.voters if sim.group[v] == sim.group[name])
+            if voters_on_side < config.quorum:
                 self.minority_since[name] = sim.now
+
+    @rule(voters=st.lists(st.integers(0, MAX_NODES - 1), min_size=1, max_size=MAX_NODES, unique=True))
+    def change_voters(self, voters):
+        """The operator changes the voter set through the leader, which steps down and then writes
+        it; the other nodes learn it whenever they next tick in a working stretch, or by `learn`."""
+        sim = self.sim
+        holder = sim.store.terms.get(sim.store.highest)
+        if holder is None or not sim.active(holder) or not sim.nodes[holder].is_leader(sim.local(holder)):
+            return
+        node = sim.nodes[holder]
+        sim.apply(holder, node.step_down(sim.local(holder)))
+        assert sim.store.change_voters(holder, node.epoch, sorted({self.name(i) for i in voters}))
+        sim.learn_voters(holder)
+        self.minority_since = {}  # who is in a minority depends on which set each node follows
+        event("voters changed")
+
+    @rule(index=st.integers(0, MAX_NODES - 1))
+    def learn(self, index):
+        self.sim.learn_voters(self.name(index))
 
     @rule()
     def heal(self):
@@ -340,6 +419,52 @@ class ElectionMachine(RuleBasedStateMachine):
             # Any majority it counts includes a voter across the cut, granted before the cut.
             cut_at = clock.local(max(since, clock.born_at))
             assert node.leader_valid_until <= cut_at + sim.config.leader_lease_s(TTL_S) + EPSILON_S, name
+
+
+def test_nodes_started_one_after_another_share_the_recorded_voters():
+    """The default `voters: []`: each node that finds no record forms one from the nodes present;
+    the first record wins and every later node reads it, so there is one quorum, not one per node."""
+    names = ["n0", "n1", "n2", "n3", "n4"]
+    config = make_config(["placeholder"])
+    for seed in range(20):
+        rng = random.Random(seed)
+        order = rng.sample(names, len(names))
+        sim = SimCluster(names, replace(config, voters=("placeholder",)), [0.0] * 5, [1.0] * 5, started=[])
+        sim.store = SimStore()
+        for name in order:
+            sim.join(name, offset=rng.uniform(0, 1e3), rate=rng.choice([SLOW_RATE, FAST_RATE]))
+            run_for(sim, rng.choice([0.0, STEP_S, TTL_S / 2, 2 * TTL_S]))
+        assert {sim.nodes[n].config.voters for n in names} == {(order[0],)}
+        leader, _ = run_until_leader(sim, 3 * TTL_S)
+        run_for(sim, TTL_S)
+        assert sim.leaders() == [leader] and all(sim.nodes[n].leader_id == leader for n in names)
+        assert not find_overlaps(sim.all_terms())
+
+
+def test_a_voter_change_moves_the_quorum_without_two_leaders():
+    """The leader steps down and writes the new set; a node that has not read it yet may still win
+    the old set's majority, but the store will not begin its term."""
+    names = ["n0", "n1", "n2", "n3", "n4"]
+    sim = SimCluster(names, make_config(["n0", "n1", "n2"]), [0.0, 3.0, 9.0, 1.0, 4.0], [1.0] * 5)
+    leader, _ = run_until_leader(sim, 2 * TTL_S)
+    assert leader == "n4"  # not a voter, but eligible: Bully lets the highest stand
+    old_epoch = sim.nodes[leader].epoch
+    sim.apply(leader, sim.nodes[leader].step_down(sim.local(leader)))
+    assert sim.store.change_voters(leader, old_epoch, ["n2", "n3", "n4"])
+    # n0 and n1 are cut off before they read it: they hold a majority of the old set between them.
+    stale = {"n0", "n1"}
+    sim.learn_voters = lambda name, learn=sim.learn_voters: None if name in stale else learn(name)
+    sim.group = {"n0": 1, "n1": 1, "n2": 0, "n3": 0, "n4": 0}
+    successor, _ = run_until_leader(sim, 3 * TTL_S)
+    assert successor == "n4" and sim.nodes[successor].epoch > old_epoch
+    assert sim.nodes[successor].config.voters == ("n2", "n3", "n4")
+    run_for(sim, 4 * TTL_S)  # n1 wins n0's and its own grant again and again; the store refuses each term
+    assert sim.nodes["n1"].highest_epoch > old_epoch + 1, "the stale side did campaign"
+    assert sim.leaders() == [successor] and not find_overlaps(sim.all_terms())
+    del sim.learn_voters
+    sim.group = {n: 0 for n in names}
+    run_for(sim, 2 * TTL_S)
+    assert sim.leaders() == [successor] and all(sim.nodes[n].config.voters == ("n2", "n3", "n4") for n in names)
 
 
 ElectionMachine.TestCase.settings = settings(
