@@ -7,11 +7,14 @@ torn lines and duplicates skipped and counted), trains, writes `<data_dir>/model
 (or `.nnue`) atomically with its sha256, and returns the `ModelRecord`: its data window names
 exactly the files read (with their sha256) and the games trained on (count and id digest).
 
-Registration is fenced. The leader that starts a run puts its `epoch` and `leader_id` in the
-config; the finished job writes the record to the registry with them, and the cluster store
-accepts the write only while that leadership is the newest. A job started by a leader that has
-since been deposed trains and saves, but is refused registration, and its result says so. A run
-stopped on request saves and registers nothing.
+Every finished job reads its checkpoint back against the sha256 it wrote (`checkpoint_verified`)
+and ends with the model's record as its result, which its JobSupervisor keeps durably. A run
+started with `POST /training/start` carries no epoch: the registrar
+(`orchestrator.learn.registration`) registers its verified result through whichever leader is
+current, so a leadership change during training loses nothing. A job whose config carries a
+commissioning leader's `epoch` and `leader_id` (as the improvement pipeline starts them) registers
+itself, fenced: the cluster store accepts the write only while that leadership is the newest, and
+a refusal is in the result. A run stopped on request saves and registers nothing.
 
 Progress (phase, step, losses, samples/s, ETA) goes through `ctx.report`; each training report
 also carries `metrics`, which the JobSupervisor appends to the job's metric series.
@@ -32,9 +35,9 @@ from orchestrator import __version__
 from orchestrator.cluster.job_types import JobContext, JobType
 from orchestrator.errors import Conflict
 from orchestrator.learn.model_records import DataWindow, ModelRecord, game_ids_digest
-from orchestrator.learn.nnue import NNUENet, NNUESamples, NNUETrainConfig, save_nnue, train_nnue
+from orchestrator.learn.nnue import NNUENet, NNUESamples, NNUETrainConfig, load_nnue, save_nnue, train_nnue
 from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, replay, train_policy_value
-from orchestrator.nn.checkpoint import model_path, save_checkpoint
+from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.records import game_files
@@ -60,7 +63,8 @@ class TrainingJobConfig(BaseModel):
     report_every: int = Field(50, ge=1, le=1_000_000, description="report progress every this many steps")
     parent: str | None = Field(None, pattern=MODEL_ID, description="start from this registered model's weights")
     model_id: str | None = Field(None, pattern=MODEL_ID, description="default: derived from the job id")
-    epoch: int | None = Field(None, ge=1, description="the commissioning leader's epoch; registration carries it")
+    epoch: int | None = Field(None, ge=1, le=2**63 - 1,
+                              description="a commissioning leader's epoch: the job registers its model itself, fenced")
     leader_id: str | None = Field(None, pattern=NODE_ID)
 
     @field_validator("board_type")
@@ -184,8 +188,9 @@ def _load_parent(ctx: JobContext, parent: str, kind: type) -> Any:
 
 def _register(ctx: JobContext, record: ModelRecord, config: TrainingJobConfig) -> dict[str, Any]:
     if config.epoch is None:
-        return {"registered": False,
-                "registration": "not registered: no leader epoch in the config (start it with POST /training/start)"}
+        return {"registered": False, "registration": "pending: no leader epoch in the config, so the job does not "
+                                                     "register itself; the registrar registers a training run's "
+                                                     "verified model through the current leader"}
     register = getattr(ctx, "register_model", None)
     if register is None:
         return {"registered": False, "registration": "not registered: this job context has no model registry"}
@@ -214,7 +219,8 @@ def _finish(ctx: JobContext, config: TrainingJobConfig, kind: str, model_id: str
         data_window=lineage, training_config=config.model_dump(mode="json"), metrics=metrics,
         code_version=__version__, path=path.relative_to(ctx.data_dir).as_posix(), sha256=sha256)
     ctx.report({"phase": "registering", "model_id": model_id})
-    return {"model_id": model_id, "model": record.to_dict(), **_register(ctx, record, config),
+    return {"model_id": model_id, "model": record.to_dict(), "checkpoint_verified": True,
+            **_register(ctx, record, config),
             "games_read": len(window.records), "games_trained": len(trained_ids),
             "skipped": {**window.skipped, "unreplayable": sum(replay_skipped.values())},
             "skipped_note": _skipped_note(window.skipped, replay_skipped), "stopped": False}
@@ -257,6 +263,7 @@ def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any
     sha256 = save_checkpoint(path, model, code_version=__version__, parent=config.parent,
                              data_window=window.data_window.to_dict(),
                              extra={"training_config": config.model_dump(mode="json")})
+    load_checkpoint(path, sha256)  # verified: the bytes on disk decode to a network and match the record
     metrics.update(positions=len(dataset), positions_without_policy=dataset.positions_without_policy)
     return _finish(ctx, config, "policy_value", model_id, path, sha256, window, list(dataset.game_ids), metrics,
                    dataset.skipped)
@@ -281,6 +288,7 @@ def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
     sha256 = save_nnue(path, model, code_version=__version__, parent=config.parent,
                        data_window=window.data_window.to_dict(),
                        extra={"training_config": config.model_dump(mode="json")})
+    load_nnue(path, sha256)  # verified, as for the policy/value checkpoint
     metrics.update(positions=len(samples))
     return _finish(ctx, config, "nnue", model_id, path, sha256, window, replayed.game_ids, metrics, replayed.skipped)
 

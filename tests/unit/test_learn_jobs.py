@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from orchestrator.cluster.fencing import ClusterDB
-from orchestrator.cluster.job_types import get_job_type
+from orchestrator.learn.jobs import NNUE_TRAINING, TRAINING
 from orchestrator.learn.model_records import ModelRecord, game_ids_digest
 from orchestrator.learn.nnue import NNUEEvaluator
 from orchestrator.learn.registry import ModelUnavailable, agent_params_doc, params_sha256, resolve_model
@@ -30,6 +30,7 @@ from orchestrator.play.selfplay import SelfplayConfig, job_directory, run_selfpl
 
 torch.set_num_threads(1)
 BOARD = "tic_tac_toe"
+KINDS = {"training": TRAINING, "nnue_training": NNUE_TRAINING}
 SMALL = {"board_type": BOARD, "steps": 12, "batch_size": 32, "report_every": 4, "blocks": 1, "channels": 8}
 
 
@@ -86,7 +87,7 @@ def _sha(path: Path) -> str:
 
 
 def _run(job_type: str, config: dict, ctx: Context) -> dict:
-    kind = get_job_type(job_type)
+    kind = KINDS[job_type]
     return kind.run(kind.config_model.model_validate(config), ctx)
 
 
@@ -105,6 +106,7 @@ def test_training_records_exactly_the_files_and_games_it_read(data_dir):
     assert isinstance(checkpoint.model, PolicyValueNet)
     assert checkpoint.metadata["data_window"]["game_count"] == 24
     assert result["registered"] is False and "no leader epoch" in result["registration"]
+    assert result["checkpoint_verified"] is True, "left for the registrar, with the checkpoint read back"
     training = [r for r in ctx.reports if r.get("phase") == "training"]
     assert [r["step"] for r in training] == [4, 8, 12]
     assert all(r["samples_per_s"] > 0 and r["eta_s"] is not None and {"loss", "policy_loss", "value_loss"} <= set(r)
@@ -190,7 +192,7 @@ def test_agent_params_resolve_inline_and_drive_the_heuristic(tmp_path):
 
 
 def test_bad_configs_and_an_empty_data_dir_are_refused(tmp_path):
-    kind = get_job_type("training")
+    kind = TRAINING
     for bad in ({"steps": 5, "epochs": 1}, {"epoch": 2}, {"lr": float("nan")}, {"board_type": "chess9"},
                 {"window_games": 0}, {"unknown": 1}):
         with pytest.raises(ValidationError):
