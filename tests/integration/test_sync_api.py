@@ -1,0 +1,172 @@
+"""Data sync on real nodes (own data dirs, real gateways, real Ray actors): a pull, a planned sync
+that copies only what differs, a resumed partial, a corrupted copy replaced, a source that changed
+under a sync reported, path-escape attempts refused, and the disk limit."""
+import hashlib
+import os
+from urllib.parse import quote
+
+from tests.harness import wait_until
+
+LEASE_TTL_S = 8.0
+MIB = 1 << 20
+
+
+def _write(node, relative, data: bytes, mtime=None):
+    path = node.settings.node_dir() / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _trio(gateways):
+    voters = ["sy-a", "sy-b", "sy-c"]
+    nodes = [gateways.start(name, gateways.ray_node_id(i), voters=voters, lease_ttl_s=LEASE_TTL_S)
+             for i, name in enumerate(voters)]
+    wait_until(lambda: len({n.status()["leader_id"] for n in nodes}) == 1 and nodes[0].status()["leader_id"]
+               and all(sum(p["state"] == "alive" for p in n.status()["peers"]) == 3 for n in nodes),
+               timeout_s=40, what="a leader and three alive peers")
+    return nodes
+
+
+def _ask(node, path, body):
+    """A leader-only call, retried while no leader is known (a lease can lapse on a busy box)."""
+    answers = []
+    wait_until(lambda: answers.append(node.post(path, json=body)) or answers[-1].status_code != 503, timeout_s=30,
+               what=f"{path} answered")
+    return answers[-1]
+
+
+def _finished(node, sync_id):
+    return wait_until(lambda: (s := node.get("/sync/status", params={"sync_id": sync_id}).json()["sync"])["state"]
+                      != "running" and s, timeout_s=60, what=f"{sync_id} finished")
+
+
+def test_pull_serves_verified_files_refuses_escapes_and_a_full_target_answers_507(gateways):
+    voters = ["sy-d", "sy-e"]
+    node = gateways.start("sy-d", gateways.ray_node_id(0), voters=voters, lease_ttl_s=LEASE_TTL_S)
+    full = gateways.start("sy-e", gateways.ray_node_id(1), voters=voters, lease_ttl_s=LEASE_TTL_S,
+                          sync_disk_limit_percent=0.001)
+    game = os.urandom(3 * MIB + 17)
+    _write(node, "selfplay/tic_tac_toe/j1/games-0-0.jsonl", game, mtime=2_000_000_000)
+    _write(node, "selfplay/tic_tac_toe/j1/old.jsonl", b"old\n", mtime=1_000_000_000)
+    _write(node, "models/m1.pt", b"weights")
+    secret = node.settings.node_dir().parent / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET")
+    os.symlink(secret, node.settings.node_dir() / "selfplay" / "tic_tac_toe" / "j1" / "link.jsonl")
+
+    manifest = node.post("/refresh_manifest").json()
+    assert {f["path"] for f in manifest["files"]} == {"selfplay/tic_tac_toe/j1/games-0-0.jsonl",
+                                                       "selfplay/tic_tac_toe/j1/old.jsonl", "models/m1.pt"}
+    assert node.get("/data_manifest", params={"kind": "model"}).json()["file_count"] == 1
+
+    pulled = node.post("/sync/pull", json={"patterns": ["selfplay/*/*/*.jsonl"], "since_timestamp": 1_500_000_000})
+    assert pulled.status_code == 200, pulled.text
+    [entry] = pulled.json()["files"]
+    assert entry["path"] == "selfplay/tic_tac_toe/j1/games-0-0.jsonl" and entry["sha256"] == _sha(game)
+    whole = node.get(entry["url"][len(node.url):])
+    assert whole.status_code == 200 and whole.content == game
+    assert whole.headers["ETag"] == f'"{_sha(game)}"' and int(whole.headers["Content-Length"]) == len(game)
+    part = node.get(entry["url"][len(node.url):], headers={"Range": "bytes=1000-"})
+    assert part.status_code == 206 and part.content == game[1000:]
+    assert part.headers["Content-Range"] == f"bytes 1000-{len(game) - 1}/{len(game)}"
+    assert node.get(entry["url"][len(node.url):], headers={"Range": f"bytes={len(game)}-"}).status_code == 416
+
+    for bad in ("../secret.txt", "/etc/passwd", str(secret), "selfplay/../../secret.txt", "a\x00b"):
+        answer = node.get("/sync/file", params={"path": bad})
+        assert answer.status_code == 400 and b"TOP-SECRET" not in answer.content, (bad, answer.text)
+        assert answer.json()["field"] == "path"
+    for hidden in ("selfplay/tic_tac_toe/j1/link.jsonl", "state/node.db", "selfplay/tic_tac_toe/j1/none.jsonl"):
+        answer = node.get(f"/sync/file?path={quote(hidden)}")
+        assert answer.status_code in (400, 404) and b"TOP-SECRET" not in answer.content, (hidden, answer.text)
+    escaping = node.post("/sync/pull", json={"patterns": ["../*"]})
+    assert escaping.status_code == 400 and escaping.json()["field"] == "patterns"
+    unknown = node.post("/sync/pull", json={"patterns": ["models/*"], "since": 3})
+    assert unknown.status_code == 400 and "since" in unknown.json()["error"]
+
+    wait_until(lambda: node.status()["leader_id"] and node.status()["leader_id"] == full.status()["leader_id"]
+               and sum(p["state"] == "alive" for p in node.status()["peers"]) == 2, timeout_s=40, what="a leader")
+    refused = _ask(node, "/sync/start", {"patterns": ["models/*"], "target_nodes": ["sy-e"]})
+    assert refused.status_code == 507 and refused.json()["code"] == 507, refused.text
+    assert not (full.settings.node_dir() / "models/m1.pt").exists()
+
+
+def test_planned_sync_copies_only_what_differs_resumes_and_replaces_corrupt_copies(gateways):
+    a, b, c = _trio(gateways)
+    shared = os.urandom(MIB)
+    newest = os.urandom(2 * MIB)
+    resumable = os.urandom(2 * MIB)
+    for node in trio:
+        _write(node, "selfplay/tic_tac_toe/j1/shared.jsonl", shared)
+    _write(a, "selfplay/tic_tac_toe/j1/games.jsonl", newest, mtime=2_000_000_000)
+    _write(b, "selfplay/tic_tac_toe/j1/games.jsonl", newest[:-1] + b"X", mtime=1_900_000_000)  # corrupt copy
+    _write(a, "selfplay/tic_tac_toe/j2/big.jsonl", resumable)
+    # what a transfer killed half-way leaves on c: the first 700 KiB under the partial name
+    partial = c.settings.node_dir() / "selfplay/tic_tac_toe/j2" / f".big.jsonl.{_sha(resumable)[:16]}.partial"
+    _write(c, partial.relative_to(c.settings.node_dir()).as_posix(), resumable[:700 * 1024])
+
+    started = _ask(b, "/sync/start", {"patterns": ["selfplay/**"], "sync_id": "sync-one"})
+    assert started.status_code == 200, started.text
+    body = started.json()
+    # games.jsonl to b (differs) and c (missing), big.jsonl to b and c; shared.jsonl nowhere
+    assert (body["files_total"], body["skipped"]) == (4, 5)
+    assert set(body["targets"]) == {"sy-b", "sy-c"}
+    again = _ask(a, "/sync/start", {"patterns": ["selfplay/**"], "sync_id": "sync-one"})
+    assert again.json()["created"] is False
+
+    status = _finished(a, "sync-one")
+    assert status["state"] == "done", status
+    assert (status["files_done"], status["bytes_done"]) == (4, 2 * len(newest) + 2 * len(resumable))
+    assert status["nodes"]["sy-c"]["bytes_resumed"] == 700 * 1024
+    assert status["rate_bytes_per_s"] > 0 and status["eta_s"] == 0.0
+    for node in (b, c):
+        root = node.settings.node_dir()
+        assert (root / "selfplay/tic_tac_toe/j1/games.jsonl").read_bytes() == newest
+        assert (root / "selfplay/tic_tac_toe/j2/big.jsonl").read_bytes() == resumable
+    assert not partial.exists()
+
+    merged = wait_until(lambda: (m := c.get("/cluster_data_manifest")).status_code != 503 and m,
+                        what="the cluster manifest")
+    assert merged.status_code == 200 and merged.json()["differing"] == 0
+    assert all(row["copies"] == 3 for row in merged.json()["files"])
+
+    nothing = _ask(c, "/sync/start", {"patterns": ["selfplay/**"]}).json()
+    assert nothing["files_total"] == 0 and nothing["skipped"] == 9
+
+    _bit_rot_at_the_source_is_detected_and_reported(a, b)
+    _bad_requests(a)
+
+
+def _bit_rot_at_the_source_is_detected_and_reported(a, b):
+    """The source's bytes rot after its manifest hashed them (same size and mtime, so its digest cache
+    still names the old sha256): the target's verification catches it, refetches once from a clean
+    file, then reports, and its own copy stays as it was."""
+    good = os.urandom(64 * 1024)
+    path = _write(a, "models/net.pt", good)
+    _write(b, "models/net.pt", b"older")
+    assert a.post("/refresh_manifest").status_code == 200
+    stat = path.stat()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    started = _ask(a, "/sync/start", {"patterns": ["models/*"], "source_node": "sy-a", "target_nodes": ["sy-b"]})
+    assert started.status_code == 200 and started.json()["files_total"] == 1, started.text
+    status = _finished(a, started.json()["sync_id"])
+    assert status["state"] == "failed" and len(status["errors"]) == 1, status
+    assert "sha256 mismatch" in status["errors"][0]["error"] and status["errors"][0]["node_id"] == "sy-b"
+    assert (b.settings.node_dir() / "models/net.pt").read_bytes() == b"older"
+
+
+def _bad_requests(a):
+    assert _ask(a, "/sync/start", {"patterns": ["/etc/*"]}).status_code == 400
+    assert _ask(a, "/sync/start", {"patterns": ["x"], "target_nodes": ["nobody"]}).status_code == 404
+    assert _ask(a, "/sync/start", {"patterns": ["x"], "bogus": 1}).status_code == 400
+    assert a.get("/sync/status", params={"sync_id": "sync-none"}).status_code == 404
+    update = {"sync_id": "sync-none", "node_id": "sy-a", "files_done": 1, "bytes_done": 2**64}
+    answer = _ask(a, "/sync/job_update", update)
+    assert answer.status_code == 400 and answer.json()["field"] == "bytes_done"
+    assert _ask(a, "/sync/job_update", {**update, "bytes_done": 1}).status_code == 404
