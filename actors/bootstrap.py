@@ -9,6 +9,7 @@ import ray
 
 from actors.cluster_store import ensure_cluster_store
 from actors.cmaes import ensure_cmaes_actor
+from actors.sync import ensure_sync_actor
 from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
 from actors.naming import NAMESPACE, election_name, jobs_name, peer_name, pinned
@@ -44,10 +45,11 @@ class NodeActors:
     election: Any
     cluster_store: Any
     cmaes: Any  # the CMA-ES singleton on the head
+    sync: Any  # this node's SyncActor (data manifest, file serving, transfers in)
 
     def local(self) -> tuple[Any, ...]:
         """The actors that belong to this node alone (the cluster store is shared)."""
-        return (self.peer, self.jobs, self.election)
+        return (self.peer, self.jobs, self.election, self.sync)
 
 
 def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: str | None = None) -> NodeActors:
@@ -63,7 +65,8 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
     election = ElectionActor.options(name=election_name(settings.node_id), **common).remote(settings.node_id, settings)
     store = ensure_cluster_store(settings.node_dir())
     return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs, election=election,
-                      cluster_store=store, cmaes=ensure_cmaes_actor(settings.node_dir()))
+                      cluster_store=store, cmaes=ensure_cmaes_actor(settings.node_dir()),
+                      sync=ensure_sync_actor(settings, ray_node_id))
 
 
 def jobs_actor(node_id: str) -> Any:
