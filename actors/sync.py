@@ -14,16 +14,20 @@ import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import ray
 import requests
 
-from actors.naming import NAMESPACE, pinned, sync_name
+from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, lookup, peer_name, pinned, root_cause, sync_name
 from orchestrator.config import Settings
 from orchestrator.errors import ApiError, NotFound
+from orchestrator.learn.registry import REGISTRY_KIND, ModelUnavailable
+from orchestrator.play.selfplay import job_directory
 from orchestrator.store import NodeStore, node_db_path
 from orchestrator.sync.manifest import FileEntry, cache_of, entry_for, scan
+from orchestrator.sync.plan import PRIORITY_TRAINING, plan_transfers
 from orchestrator.sync.paths import resolve_inside
 from orchestrator.sync.transfer import (Fetch, Interrupted, Opened, TransferFailed, check_disk, transfer_file)
 
@@ -35,6 +39,10 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
 REPORT_INTERVAL_S = 1.0  # progress reports to the leader, at most this often per job
 REPORT_RETRY_S = 2.0
+PEER_CALL_TIMEOUT_S = 30.0
+JOB_RETENTION_S = 7 * 86400.0  # finished, reported sync jobs older than this are forgotten
+HOLDERS_KIND = "model_holders"  # cluster store: which node holds which model file, with its sha256
+FILE_KINDS = ("policy_value", "nnue")  # registry kinds whose weights live in a file (agent_params are inline)
 
 
 def http_fetch(base_url: str, sha256: str, token: str | None) -> Fetch:
@@ -64,7 +72,7 @@ def http_fetch(base_url: str, sha256: str, token: str | None) -> Fetch:
         def chunks():
             try:
                 yield from answer.raw.stream(HTTP_CHUNK_BYTES, decode_content=False)
-            except (requests.RequestException, OSError, Exception) as exc:  # urllib3 errors are not OSErrors
+            except Exception as exc:  # urllib3's protocol errors are neither OSErrors nor RequestExceptions
                 raise Interrupted(f"{type(exc).__name__}: {exc}") from None
         return Opened(offset if answer.status_code == 206 else 0, chunks(), answer.close)
     return fetch
@@ -105,11 +113,19 @@ class SyncActor:
             self.scan_lock = asyncio.Lock()
             for _ in range(self.settings.sync_max_concurrent):
                 asyncio.get_running_loop().create_task(self._worker())
+            self._forget_old_jobs(time.time())
             for sync_id, job in self.jobs.items():
                 self._enqueue(sync_id, job)
                 if job["files_done"] + len(job["errors"]) == len(job["transfers"]) and not job.get("reported"):
                     asyncio.get_running_loop().create_task(self._report(sync_id, final=True))
         return self.queue
+
+    def _forget_old_jobs(self, now: float) -> None:
+        old = [sync_id for sync_id, job in self.jobs.items() if job["reported"] and job["finished_at"] is not None
+               and now - job["finished_at"] > JOB_RETENTION_S]
+        for sync_id in old:
+            del self.jobs[sync_id]
+        self.store.delete("kv", [JOB_PREFIX + sync_id for sync_id in old])
 
     # --- manifest --------------------------------------------------------------------------
     async def manifest(self, refresh: bool = False) -> dict[str, Any]:
@@ -150,6 +166,7 @@ class SyncActor:
         await self._started()
         if sync_id in self.jobs:
             return self._view(sync_id)
+        self._forget_old_jobs(time.time())
         check_disk(self.root, sum(t["size"] for t in transfers), self.settings.sync_disk_limit_percent)
         job = {"sync_id": sync_id, "transfers": transfers, "sources": sources, "state": {}, "files_done": 0,
                "bytes_done": 0, "bytes_resumed": 0, "clean_retries": 0, "errors": [], "created_at": time.time(), "finished_at": None, "report": report,
@@ -163,27 +180,100 @@ class SyncActor:
         """507 if `incoming_bytes` more would fill this node's disk past the configured limit."""
         check_disk(self.root, incoming_bytes, self.settings.sync_disk_limit_percent)
 
-    async def ensure_file(self, path: str, sha256: str, size: int, sources: dict[str, str]) -> dict[str, Any]:
-        """Make this node hold `path` with `sha256`, from the first source that can give it (a model
-        asked for by a job). Raises TransferFailed when none can."""
+    # --- what jobs need here ------------------------------------------------------------------
+    async def _alive_peers(self) -> dict[str, str]:
+        """node_id -> gateway URL of every other alive node, from this node's membership view."""
+        snapshot = await lookup(peer_name(self.node_id)).snapshot.remote()
+        return {p["node_id"]: f"http://{p['host']}:{p['port']}" for p in snapshot["peers"]
+                if p["state"] == "alive" and p["node_id"] != self.node_id and p["host"] and p["port"]}
+
+    async def _remote_manifest(self, node_id: str) -> dict[str, FileEntry]:
+        manifest = await asyncio.wait_for(lookup(sync_name(node_id)).manifest.remote(True), PEER_CALL_TIMEOUT_S)
+        return {f["path"]: FileEntry.from_dict(f) for f in manifest["files"]}
+
+    async def fetch_model(self, model_id: str) -> dict[str, Any]:
+        """Make a registered model's file present here, verified against the registry's sha256,
+        fetched from an alive node that holds that version. ModelUnavailable names the model if
+        no node can give it. Each node that holds the file is recorded in the cluster store."""
         await self._started()
-        held = self.hashes.get(path)
-        current = await asyncio.get_running_loop().run_in_executor(self.pool, entry_for, self.root, path, held)
-        if current is not None and current.sha256 == sha256:
-            return {"path": path, "fetched": False, "source_node": self.node_id}
-        check_disk(self.root, size, self.settings.sync_disk_limit_percent)
-        failures = []
-        for node_id, url in sources.items():
-            fetch = http_fetch(url, sha256, self.settings.token())
+        doc = await lookup(CLUSTER_STORE).read.remote(REGISTRY_KIND, model_id)
+        if doc is None:
+            raise ModelUnavailable(f"model {model_id!r} is not in the model registry")
+        if doc["kind"] not in FILE_KINDS:
+            return {"model_id": model_id, "fetched": False, "source_node": None}
+        path, sha256 = doc["path"], doc["sha256"]
+        held = await asyncio.get_running_loop().run_in_executor(self.pool, entry_for, self.root, path,
+                                                                self.hashes.get(path))
+        if held is not None and held.sha256 == sha256:
+            await self._record_holder(model_id, path, sha256)
+            return {"model_id": model_id, "path": path, "fetched": False, "source_node": self.node_id}
+        peers = await self._alive_peers()
+        infos = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).file_info.remote(path),
+                                                        PEER_CALL_TIMEOUT_S) for n in peers), return_exceptions=True)
+        holders = {n: info for n, info in zip(peers, infos) if isinstance(info, dict) and info["sha256"] == sha256}
+        if not holders:
+            asked = ", ".join(f"{n} ({type(root_cause(i)).__name__ if isinstance(i, BaseException) else 'other version'})"
+                              for n, i in zip(peers, infos)) or "no alive peers"
+            raise ModelUnavailable(f"model {model_id}: no alive node holds {path} with sha256 {sha256[:12]}; "
+                                   f"asked {asked}")
+        check_disk(self.root, next(iter(holders.values()))["size"], self.settings.sync_disk_limit_percent)
+        errors = []
+        for node_id, info in holders.items():
+            fetch = http_fetch(peers[node_id], sha256, self.settings.token())
             try:
-                await asyncio.get_running_loop().run_in_executor(self.pool, lambda: transfer_file(
-                    self.root, path, sha256, size, fetch))
+                await asyncio.get_running_loop().run_in_executor(
+                    self.pool, lambda: transfer_file(self.root, path, sha256, info["size"], fetch))
             except ApiError as exc:
-                failures.append(f"{node_id}: {exc.message}")
+                errors.append(f"{node_id}: {exc.message}")
                 continue
-            return {"path": path, "fetched": True, "source_node": node_id}
-        raise TransferFailed(f"{path} could not be fetched from any holder: {'; '.join(failures) or 'none known'}",
-                             path=path)
+            await self._record_holder(model_id, path, sha256)
+            return {"model_id": model_id, "path": path, "fetched": True, "source_node": node_id}
+        raise ModelUnavailable(f"model {model_id}: fetching {path} failed from every holder: {'; '.join(errors)}")
+
+    async def _record_holder(self, model_id: str, path: str, sha256: str) -> None:
+        """Best effort, through whichever node leads now (its epoch fences the write); the files
+        themselves stay the truth, so a lost record costs nothing but a wider search."""
+        try:
+            _, leader = await lookup(CLUSTER_STORE).highest_epoch.remote()
+            if leader is not None:
+                await asyncio.wait_for(lookup(election_name(leader)).leader_write.remote(
+                    HOLDERS_KIND, f"{model_id}@{self.node_id}",
+                    {"model_id": model_id, "node_id": self.node_id, "path": path, "sha256": sha256,
+                     "recorded_at": time.time()}), PEER_CALL_TIMEOUT_S)
+        except Exception as exc:  # no leader right now, or it is changing: the next fetch records it
+            log.info("model %s: holder record not written: %s", model_id, root_cause(exc))
+
+    async def gather(self, patterns: list[str], sync_id: str) -> dict[str, Any]:
+        """Fetch here every file matching `patterns` that another alive node holds and this node lacks
+        (or holds in another version), as one training-priority job, and wait for it. Returns each
+        fetched file's source node, for the lineage of whatever reads them."""
+        await self._started()
+        peers = await self._alive_peers()
+        answers = await asyncio.gather(*(self._remote_manifest(n) for n in peers), return_exceptions=True)
+        manifests = {n: a for n, a in zip(peers, answers) if not isinstance(a, BaseException)}
+        await self.manifest(True)
+        manifests[self.node_id] = self.entries
+        plan = plan_transfers(manifests, patterns, target_nodes=[self.node_id], priority=PRIORITY_TRAINING)
+        if plan.transfers and sync_id not in self.jobs:
+            await self.start_sync(sync_id, [t.to_dict() for t in plan.transfers], peers, report=False)
+        while sync_id in self.jobs and self.jobs[sync_id]["finished_at"] is None:
+            await asyncio.sleep(0.2)
+        job = self.jobs.get(sync_id) or {"files_done": 0, "bytes_done": 0, "errors": []}
+        failed = {e["path"] for e in job["errors"]}
+        return {"sync_id": sync_id, "files_fetched": job["files_done"], "bytes_fetched": job["bytes_done"],
+                "errors": job["errors"], "unreachable": sorted(set(peers) - set(manifests)),
+                "sources": {t.path: t.source_node for t in plan.transfers if t.path not in failed}}
+
+    async def push_model(self, model_id: str) -> dict[str, Any]:
+        """A new best model goes to every alive node now: each fetches it at once, outside (ahead
+        of) its queue of other transfers. Per node: where it came from, or why it could not."""
+        await self._started()
+        peers = await self._alive_peers()
+        nodes = [self.node_id, *peers]
+        answers = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).fetch_model.remote(model_id),
+                                                          FETCH_TIMEOUT_S) for n in nodes), return_exceptions=True)
+        return {n: ({"error": f"{type(root_cause(a)).__name__}: {root_cause(a)}"} if isinstance(a, BaseException)
+                    else a) for n, a in zip(nodes, answers)}
 
     def _enqueue(self, sync_id: str, job: dict[str, Any]) -> None:
         for index, transfer in enumerate(job["transfers"]):
@@ -285,3 +375,27 @@ def ensure_sync_actor(settings: Settings, ray_node_id: str) -> Any:
     return SyncActor.options(name=sync_name(settings.node_id), namespace=NAMESPACE, lifetime="detached",
                              get_if_exists=True, scheduling_strategy=pinned(ray_node_id)).remote(settings.node_id,
                                                                                                  settings)
+
+
+# --- what a job's Ray task calls, on its own node -------------------------------------------------
+FETCH_TIMEOUT_S = 600.0
+GATHERING_JOB_TYPES = ("training", "nnue_training")  # they read the whole cluster's self-play, not one node's
+
+
+def fetch_model_file(node_id: str, model_id: str) -> dict[str, Any]:
+    """Before a job on `node_id` loads `model_id`: its file is here and verified, or ModelUnavailable."""
+    try:
+        return ray.get(lookup(sync_name(node_id)).fetch_model.remote(model_id), timeout=FETCH_TIMEOUT_S)
+    except ray.exceptions.RayTaskError as exc:
+        raise root_cause(exc) from None
+
+
+def gather_selfplay(node_id: str, job_id: str, attempt: int, board_type: str) -> dict[str, Any]:
+    """Before a training job on `node_id` reads its window: every self-play file of `board_type` that
+    another alive node holds is copied here (verified). Returns the sources, for the run's lineage."""
+    tree = job_directory(Path("."), board_type, "_").parent.as_posix()
+    try:
+        return ray.get(lookup(sync_name(node_id)).gather.remote([f"{tree}/**"], f"gather-{job_id}-{attempt}"),
+                       timeout=FETCH_TIMEOUT_S)
+    except ray.exceptions.RayTaskError as exc:
+        raise root_cause(exc) from None

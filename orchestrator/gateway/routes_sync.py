@@ -60,6 +60,10 @@ class SyncTrainingRequest(RequestModel):
     sync_id: str | None = Field(None, pattern=JOB_ID)
 
 
+class ModelPushRequest(RequestModel):
+    model_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
 class SyncStatusQuery(RequestModel):
     sync_id: str | None = Field(None, pattern=JOB_ID)
 
@@ -251,6 +255,13 @@ async def sync_training(node, args: SyncTrainingRequest, request):
     return {**answer, "node_id": target, "board_type": args.board_type}
 
 
+async def sync_model(node, args: ModelPushRequest, request):
+    nodes = await node.call(node.actors.sync.push_model.remote(args.model_id))
+    failed = sorted(n for n, answer in nodes.items() if "error" in answer)
+    return {"status": "success" if not failed else "partial", "model_id": args.model_id, "failed": failed,
+            "nodes": nodes}
+
+
 async def job_update(node, args: JobUpdateRequest, request):
     if await node.call(node.actors.cluster_store.read.remote(SYNCS, args.sync_id)) is None:
         raise NotFound(f"unknown sync {args.sync_id!r}", sync_id=args.sync_id)
@@ -307,6 +318,9 @@ ENDPOINTS = [
              "HTTP Range supported", args=FileQuery),
     Endpoint(("POST",), "/sync/start", sync_start, "Plan transfers from the manifests (only missing or differing "
              "copies) and start them on the targets; returns a sync id", args=SyncStartRequest, leader_only=True),
+    Endpoint(("POST",), "/sync/model", sync_model, "Push a registered model's file to every alive node now, ahead "
+             "of other transfers (each copy verified against the registry's sha256)", args=ModelPushRequest,
+             leader_only=True),
     Endpoint(("GET",), "/sync/status", sync_status, "Syncs with files and bytes done/total, rate, ETA and errors "
              "(?sync_id=)", args=SyncStatusQuery),
     Endpoint(("POST",), "/sync/job_update", job_update, "A target node reports a sync's progress", args=JobUpdateRequest,

@@ -170,3 +170,61 @@ def _bad_requests(a):
     answer = _ask(a, "/sync/job_update", update)
     assert answer.status_code == 400 and answer.json()["field"] == "bytes_done"
     assert _ask(a, "/sync/job_update", {**update, "bytes_done": 1}).status_code == 404
+
+
+BOARD = "tic_tac_toe"
+
+
+def _job_done(node, job_id, timeout_s=120):
+    return wait_until(lambda: (j := node.job(job_id))["state"] in ("completed", "failed") and j, timeout_s=timeout_s,
+                      what=f"{job_id} finished")
+
+
+def _selfplay(node, job_id, **config):
+    body = {"job_id": job_id, "job_type": "selfplay", "config": {"board_type": BOARD, "parallel_games": 8, **config}}
+    answer = node.post("/start_job", json=body)
+    assert answer.status_code == 200, answer.text
+    return _job_done(node, job_id)
+
+
+def test_selfplay_on_two_nodes_trains_on_the_third_and_the_model_plays_everywhere(gateways):
+    nodes = _trio(gateways)
+    leader_id = nodes[0].status()["leader_id"]
+    trainer = next(n for n in nodes if n.node_id == leader_id)  # the leader: its own commands need no fencing hop
+    players = [n for n in nodes if n is not trainer]
+    for player in players:
+        job = _selfplay(player, f"games-{player.node_id}", agent="random", num_games=12)
+        assert job["state"] == "completed", job["error"]
+    assert not (trainer.settings.node_dir() / "selfplay").exists()
+
+    started = _ask(trainer, "/training/start", {"board_type": BOARD, "node_id": trainer.node_id, "steps": 10,
+                                                "batch_size": 16, "window_games": 24, "report_every": 5})
+    assert started.status_code == 200, started.text
+    run_id, model_id = started.json()["run_id"], started.json()["model_id"]
+    job = _job_done(trainer, run_id)
+    assert job["state"] == "completed", job["error"]
+    gathered = job["result"]["data_sources"]
+    assert set(gathered["sources"].values()) == {p.node_id for p in players} and not gathered["errors"]
+    model = wait_until(lambda: next((m for m in trainer.get("/models").json()["models"] if m["model_id"] == model_id),
+                                    None), timeout_s=60, what="the model registered")
+    assert model["data_window"]["game_count"] == 24
+    assert {f["path"] for f in model["data_window"]["files"]} <= set(gathered["sources"])
+
+    # a node that lacks the model fetches it (verified) before it plays
+    first = players[0]
+    played = _selfplay(first, "model-games-0", agent=f"model:{model_id}+mcts_4", num_games=2)
+    assert played["state"] == "completed", played["error"]
+    held = first.settings.node_dir() / model["path"]
+    assert hashlib.sha256(held.read_bytes()).hexdigest() == model["sha256"]
+    # the new model pushed to every alive node ahead of other work
+    pushed = _ask(trainer, "/sync/model", {"model_id": model_id})
+    assert pushed.status_code == 200 and pushed.json()["failed"] == [], pushed.text
+    assert pushed.json()["nodes"][players[1].node_id]["fetched"] is True
+    for node in nodes:
+        assert hashlib.sha256((node.settings.node_dir() / model["path"]).read_bytes()).hexdigest() == model["sha256"]
+
+    # a job that cannot get its model fails naming it
+    for node in nodes:
+        (node.settings.node_dir() / model["path"]).unlink()
+    failed = _selfplay(players[1], "model-games-1", agent=f"model:{model_id}+mcts_4", num_games=2)
+    assert failed["state"] == "failed" and model_id in failed["error"] and "no alive node holds" in failed["error"]
