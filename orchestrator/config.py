@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     formation_window_s: float = Field(10.0, ge=0)  # how long the first node gathers peers as voters
     games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+    # The board_type whose continuous improvement pipeline `start` launches once a leader is known
+    # (idempotent: run id `autostart-<board_type>`); empty or null: none. The test suite sets it empty.
+    autostart_pipeline: str | None = "square8"
 
     # git operations (/git/*): the deployed checkout, fast-forwarded from git_remote/git_branch
     git_repo_dir: Path | None = None  # None: the checkout this code runs from
@@ -102,6 +105,11 @@ class Settings(BaseSettings):
         init_values = init_settings() if callable(init_settings) else {}
         path = init_values.get("cluster_config") or env_settings().get("cluster_config")
         return (init_settings, env_settings, _ClusterYamlSource(settings_cls, path))
+
+    @field_validator("autostart_pipeline")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("auth_token")
     @classmethod

@@ -48,6 +48,8 @@ class GatingConfig(RequestModel):
     regression_elo1: float = Field(0.0, ge=-2000, le=2000, allow_inf_nan=False)
     regression_max_games: int = Field(400, ge=2, le=MAX_GATING_GAMES)
     search: str = Field("mcts_32", description="the search both networks drive in gating games, e.g. gumbel_64")
+    opening_plies: int = Field(2, ge=0, le=64, description="random plies before each colour-swapped pair, so "
+                                                           "deterministic searches do not replay one game")
 
     @field_validator("search")
     @classmethod
@@ -77,7 +79,7 @@ class GatingConfig(RequestModel):
         params = self.regression_sprt() if regression else self.promotion_sprt()
         return {"test_id": test_id, "agent_a": agent_a, "agent_b": agent_b, "board_type": board_type,
                 "elo0": params.elo0, "elo1": params.elo1, "alpha": params.alpha, "beta": params.beta,
-                "elo_model": params.elo_model,
+                "elo_model": params.elo_model, "opening_plies": self.opening_plies,
                 "max_games": self.regression_max_games if regression else self.max_games}
 
 
