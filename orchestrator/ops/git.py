@@ -68,6 +68,7 @@ class GitRepo:
         self.branch = check_ref(branch, field="git_branch")
         self.timeout_s = timeout_s
         self._updating = threading.Lock()
+        self._fetching = threading.Lock()  # concurrent fetches would race for the same ref locks
 
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         try:
@@ -92,15 +93,17 @@ class GitRepo:
         return f"refs/remotes/{self.remote}/{branch}"
 
     def _fetch(self, branch: str) -> None:
-        done = self._git("fetch", "--quiet", "--no-tags", "--end-of-options", self.remote,
-                         f"+refs/heads/{branch}:{self._tracking(branch)}", check=False)
+        with self._fetching:
+            done = self._git("fetch", "--quiet", "--no-tags", "--end-of-options", self.remote,
+                             f"+refs/heads/{branch}:{self._tracking(branch)}", check=False)
         if done.returncode != 0:
             if "couldn't find remote ref" in done.stderr:
                 raise NotFound(f"branch {branch!r} does not exist on {self.remote}", ref=branch)
             raise Unavailable(f"git fetch from {self.remote} failed: {_last_line(done.stderr)}")
 
     def _fetch_all(self) -> None:
-        self._git("fetch", "--quiet", "--no-tags", "--end-of-options", self.remote)
+        with self._fetching:
+            self._git("fetch", "--quiet", "--no-tags", "--end-of-options", self.remote)
 
     def _exists(self, ref: str) -> bool:
         return self._git("cat-file", "-e", "--end-of-options", f"{ref}^{{commit}}", check=False).returncode == 0

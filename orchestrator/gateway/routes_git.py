@@ -1,0 +1,97 @@
+"""Git operations (seed section "Git Operations") and the cluster-wide update of the seed's examples.
+
+After an update that moved HEAD, the node restarts itself once the answer is out (see
+orchestrator.ops.restart): its gateway drains, its actors stop, the process re-executes from the
+new code and its jobs resume. The cluster update goes node by node, the leader last, so the
+leader that drives it is the last to go away.
+"""
+from __future__ import annotations
+
+import asyncio
+import weakref
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import Field
+
+from orchestrator.errors import ApiError
+from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.models import RequestModel
+from orchestrator.ops import restart
+from orchestrator.ops.git import GitRepo, check_ref
+
+RESTART_DELAY_S = 0.5  # long enough for the answer to leave before the gateway drains
+CODE_ROOT = Path(__file__).resolve().parents[2]
+_repos: "weakref.WeakKeyDictionary[Any, GitRepo]" = weakref.WeakKeyDictionary()
+
+
+def repo_of(node) -> GitRepo:
+    """One GitRepo per gateway, so concurrent updates on a node are refused, not interleaved."""
+    repo = _repos.get(node)
+    if repo is None:
+        s = node.settings
+        repo = _repos.setdefault(node, GitRepo(s.git_repo_dir or CODE_ROOT, s.git_remote, s.git_branch, s.git_timeout_s))
+    return repo
+
+
+class GitUpdateRequest(RequestModel):
+    ref: str | None = Field(None, min_length=1, max_length=200,
+                            description="a plain branch name or a 40-hex commit; default: the configured git_branch")
+
+
+async def git_status(node, request):
+    return {"node_id": node.node_id, **(await asyncio.to_thread(repo_of(node).status)).to_dict()}
+
+
+async def update_here(node, ref: str | None) -> dict[str, Any]:
+    result = await asyncio.to_thread(repo_of(node).update, ref)
+    restarting = result["updated"] and restart.available()
+    if restarting:
+        asyncio.get_running_loop().call_later(RESTART_DELAY_S, restart.request)
+    return {"status": "success", "node_id": node.node_id, **result, "restarting": restarting}
+
+
+async def git_update(node, args: GitUpdateRequest, request):
+    return await update_here(node, args.ref)
+
+
+async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    token = node.settings.token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"http://{peer['host']}:{peer['port']}/git/update"
+    timeout = aiohttp.ClientTimeout(total=node.settings.git_timeout_s * 3)  # a fetch, a merge and their checks
+    try:
+        async with node.http().post(url, json={"ref": ref} if ref else {}, headers=headers, timeout=timeout) as answer:
+            body = await answer.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return {"node_id": peer["node_id"], "status": "error", "code": 503, "error": f"unreachable: {type(exc).__name__}"}
+    if answer.status != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else str(body)[:300]
+        return {"node_id": peer["node_id"], "status": "error", "code": answer.status, "error": error}
+    return {**body, "node_id": peer["node_id"]}
+
+
+async def cluster_git_update(node, args: GitUpdateRequest, request):
+    ref = check_ref(args.ref) if args.ref is not None else None  # a bad ref fails once, before any node moves
+    others = sorted((p for p in node.peers() if p["state"] == "alive" and not p["is_self"]), key=lambda p: p["node_id"])
+    reports = [await _update_peer(node, peer, ref) for peer in others]
+    try:
+        reports.append(await update_here(node, ref))
+    except ApiError as exc:
+        reports.append({"node_id": node.node_id, "status": "error", "code": exc.code, "error": exc.message})
+    failed = sum(1 for r in reports if r["status"] != "success")
+    return {"status": "success" if not failed else "partial", "leader_id": node.node_id, "ref": ref,
+            "updated_count": sum(1 for r in reports if r.get("updated")), "failed_count": failed, "nodes": reports}
+
+
+ENDPOINTS = [
+    Endpoint(("GET",), "/git/status", git_status,
+             "Branch, commit, dirty, behind/ahead of the deployed checkout (after a bounded fetch)"),
+    Endpoint(("POST",), "/git/update", git_update,
+             "Fast-forward the checkout to the configured branch, a branch name or a 40-hex commit; then restart",
+             args=GitUpdateRequest),
+    Endpoint(("POST",), "/api/cluster/git/update", cluster_git_update,
+             "Update every alive node's checkout, one by one, the leader last; reports per node",
+             args=GitUpdateRequest, leader_only=True),
+]
