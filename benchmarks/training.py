@@ -127,13 +127,14 @@ def main() -> None:
 
 def run(args: argparse.Namespace, data_dir: Path) -> None:
     window = newest_games(data_dir, args.board_type, args.games)
-    dataset = build_dataset(args.board_type, window.records)
+    dataset = build_dataset(args.board_type, window.records())
     net_config = ResNetConfig.for_game(BUILTIN.spec(args.board_type))
-    tensors = (dataset.observations.to(args.device), dataset.policies.to(args.device), dataset.values.to(args.device))
+    tensors = tuple(torch.from_numpy(column).to(args.device)
+                    for column in (dataset.observations, dataset.policies, dataset.values))
     job_config = PolicyValueJobConfig(board_type=args.board_type, steps=args.steps, batch_size=args.batch_size,
                                       lr=args.lr, window_games=args.games)
     print(f"machine: {machine(args.device)}")
-    print(f"data: {len(window.records)} games, {len(dataset)} positions; network {net_config.blocks} blocks x "
+    print(f"data: {len(window.game_ids)} games, {len(dataset)} positions; network {net_config.blocks} blocks x "
           f"{net_config.channels} channels; {args.steps} steps of {args.batch_size}, Adam lr {args.lr}")
 
     bare_loop(net_config, tensors, max(3, args.steps // 10), args.batch_size, args.lr, 1, args.device)  # warm-up

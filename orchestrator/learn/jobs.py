@@ -6,6 +6,10 @@ A run reads the newest `window_games` games of its board type from
 torn lines and duplicates skipped and counted), trains, writes `<data_dir>/models/<model_id>.pt`
 (or `.nnue`) atomically with its sha256, and returns the `ModelRecord`: its data window names
 exactly the files read (with their sha256) and the games trained on (count and id digest).
+Memory stays bounded however large the window: choosing it keeps a small index per game, the
+chosen games are replayed one at a time into memory-mapped sample files under
+`<data_dir>/cache/training/<job_id>/` (removed when the job ends, and by its next attempt after a
+crash), and training holds at most `max_samples_in_memory` samples at once.
 
 Every finished job reads its checkpoint back against the sha256 it wrote (`checkpoint_verified`)
 and ends with the model's record as its result, which its JobSupervisor keeps durably. A run
@@ -22,12 +26,13 @@ also carries `metrics`, which the JobSupervisor appends to the job's metric seri
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -35,8 +40,9 @@ from orchestrator import __version__
 from orchestrator.cluster.job_types import JobContext, JobType
 from orchestrator.errors import Conflict
 from orchestrator.learn.model_records import DataWindow, ModelRecord, game_ids_digest
-from orchestrator.learn.nnue import NNUENet, NNUESamples, NNUETrainConfig, load_nnue, save_nnue, train_nnue
-from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, replay, train_policy_value
+from orchestrator.learn.nnue import NNUENet, NNUETrainConfig, load_nnue, positions_from_records, save_nnue, train_nnue
+from orchestrator.learn.training import (PolicyValueConfig, build_dataset, read_window, scan_window,
+                                         train_policy_value)
 from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
@@ -46,6 +52,7 @@ from orchestrator.play.selfplay import job_directory
 MODEL_ID = r"^[A-Za-z0-9._-]{1,128}$"
 NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+CACHE_DIR = "cache/training"  # under the data directory; not one of the synced trees
 
 
 class TrainingJobConfig(BaseModel):
@@ -61,6 +68,9 @@ class TrainingJobConfig(BaseModel):
     window_games: int = Field(10_000, ge=1, le=10_000_000, description="train on this many newest games")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     report_every: int = Field(50, ge=1, le=1_000_000, description="report progress every this many steps")
+    max_samples_in_memory: int = Field(1_000_000, ge=1, le=1_000_000_000,
+                                       description="training samples held at once; a larger window streams from a "
+                                                   "memory-mapped cache on disk")
     parent: str | None = Field(None, pattern=MODEL_ID, description="start from this registered model's weights")
     model_id: str | None = Field(None, pattern=MODEL_ID, description="default: derived from the job id")
     epoch: int | None = Field(None, ge=1, le=2**63 - 1,
@@ -77,13 +87,16 @@ class TrainingJobConfig(BaseModel):
     def _consistent(self) -> "TrainingJobConfig":
         if self.steps is not None and self.epochs is not None:
             raise ValueError("give steps or epochs, not both")
+        if self.max_samples_in_memory < self.batch_size:
+            raise ValueError("max_samples_in_memory must hold at least one batch (batch_size)")
         if (self.epoch is None) != (self.leader_id is None):
             raise ValueError("epoch and leader_id come together (the leader that commissioned the run)")
         return self
 
     def train_fields(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "lr": self.lr, "steps": self.steps, "epochs": self.epochs,
-                "seed": self.seed, "report_every": self.report_every}
+                "seed": self.seed, "report_every": self.report_every,
+                "max_samples_in_memory": self.max_samples_in_memory}
 
 
 class PolicyValueJobConfig(TrainingJobConfig):
@@ -107,11 +120,18 @@ class NNUEJobConfig(TrainingJobConfig):
 
 @dataclass(frozen=True)
 class Window:
-    """The newest games read for a run, and exactly where they came from."""
+    """The newest games chosen for a run, and exactly where they came from. The records stay on
+    disk: `records()` reads them again, one at a time, so choosing a window of millions of games
+    costs a small index per game, never the games."""
 
-    records: list[dict[str, Any]]
-    data_window: DataWindow  # files read (sha256); game count and digest of `records`
+    paths: tuple[Path, ...]  # the files read, in read order
+    game_ids: tuple[str, ...]  # the games chosen, newest first
+    positions: int  # moves in the chosen games: the most samples they can give
+    data_window: DataWindow  # files read (sha256); game count and digest of `game_ids`
     skipped: dict[str, int]  # torn lines, invalid records, duplicate game_ids in the files read
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return read_window(self.paths, self.game_ids)
 
 
 def _newest_first(data_dir: Path, board_type: str) -> list[Path]:
@@ -123,7 +143,7 @@ def _newest_first(data_dir: Path, board_type: str) -> list[Path]:
     def mtime(path: Path) -> int:
         try:
             return path.stat().st_mtime_ns
-        except FileNotFoundError:  # removed by a cleanup since the listing; load_window skips it
+        except FileNotFoundError:  # removed by a cleanup since the listing; scan_window skips it
             return 0
     return sorted(files, key=lambda p: (mtime(p), p.as_posix()), reverse=True)
 
@@ -151,15 +171,21 @@ def newest_games(data_dir: str | Path, board_type: str, window_games: int) -> Wi
             path = files[len(chosen)]
             chosen.append(path)
             lines += _lines(path)
-        records, window, stats = load_window(root, chosen)
-        if len(records) >= window_games or len(chosen) == len(files):
+        scan = scan_window(root, chosen)
+        if len(scan.games) >= window_games or len(chosen) == len(files):
             break
-        lines = len(records)  # read further back for the games the skipped lines did not give
-    records.sort(key=lambda r: (r["finished_at"], r["game_id"]), reverse=True)
-    kept = records[:window_games]
-    data_window = DataWindow(files=window.files, game_count=len(kept),
-                             game_ids_digest=game_ids_digest(r["game_id"] for r in kept))
-    return Window(kept, data_window, {"torn": stats.torn, "invalid": stats.invalid, "duplicates": stats.duplicates})
+        lines = len(scan.games)  # read further back for the games the skipped lines did not give
+    kept = sorted(scan.games, key=lambda g: (g.finished_at, g.game_id), reverse=True)[:window_games]
+    ids = tuple(g.game_id for g in kept)
+    data_window = DataWindow(files=scan.files, game_count=len(kept), game_ids_digest=game_ids_digest(ids))
+    stats = scan.stats
+    return Window(scan.paths, ids, sum(g.moves for g in kept), data_window,
+                  {"torn": stats.torn, "invalid": stats.invalid, "duplicates": stats.duplicates})
+
+
+def _cache_dir(ctx: JobContext) -> Path:
+    """The job's scratch space for its samples (outside the synced trees); one per job, any attempt."""
+    return Path(ctx.data_dir) / CACHE_DIR / _UNSAFE.sub("_", ctx.job_id)[:128]
 
 
 # -- running a job -----------------------------------------------------------------------------
@@ -221,7 +247,7 @@ def _finish(ctx: JobContext, config: TrainingJobConfig, kind: str, model_id: str
     ctx.report({"phase": "registering", "model_id": model_id})
     return {"model_id": model_id, "model": record.to_dict(), "checkpoint_verified": True,
             **_register(ctx, record, config),
-            "games_read": len(window.records), "games_trained": len(trained_ids),
+            "games_read": len(window.game_ids), "games_trained": len(trained_ids),
             "skipped": {**window.skipped, "unreplayable": sum(replay_skipped.values())},
             "skipped_note": _skipped_note(window.skipped, replay_skipped), "stopped": False}
 
@@ -229,7 +255,7 @@ def _finish(ctx: JobContext, config: TrainingJobConfig, kind: str, model_id: str
 def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
     ctx.report({"phase": "reading", "board_type": config.board_type, "window_games": config.window_games})
     window = newest_games(ctx.data_dir, config.board_type, config.window_games)
-    if not window.records:
+    if not window.game_ids:
         where = job_directory(Path(ctx.data_dir), config.board_type, "_").parent
         raise ValueError(f"board_type: no self-play games for {config.board_type} under {where}")
     return window
@@ -237,12 +263,34 @@ def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
 
 def _stopped(window: Window) -> dict[str, Any]:
     return {"stopped": True, "registered": False, "registration": "stopped on request: nothing saved",
-            "games_read": len(window.records), "skipped": window.skipped}
+            "games_read": len(window.game_ids), "skipped": window.skipped}
 
 
 def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any]:
+    with _samples_cache(ctx) as cache:
+        return _train_policy_value(config, ctx, cache)
+
+
+def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
+    with _samples_cache(ctx) as cache:
+        return _train_nnue(config, ctx, cache)
+
+
+@contextmanager
+def _samples_cache(ctx: JobContext) -> Iterator[Path]:
+    """The job's sample cache, empty at the start (a crashed attempt may have left one) and gone at the end."""
+    cache = _cache_dir(ctx)
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        yield cache
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _train_policy_value(config: PolicyValueJobConfig, ctx: JobContext, cache: Path) -> dict[str, Any]:
     window = _read(ctx, config)
-    dataset = build_dataset(config.board_type, window.records, games=ctx.games)
+    dataset = build_dataset(config.board_type, window.records(), games=ctx.games, cache_dir=cache,
+                            capacity=window.positions)
     spec = ctx.games.spec(config.board_type)
     if config.parent:
         model = _load_parent(ctx, config.parent, PolicyValueNet)
@@ -269,13 +317,10 @@ def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any
                    dataset.skipped)
 
 
-def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
+def _train_nnue(config: NNUEJobConfig, ctx: JobContext, cache: Path) -> dict[str, Any]:
     window = _read(ctx, config)
-    replayed = replay(config.board_type, window.records, games=ctx.games)
-    rows = np.arange(len(replayed.movers))
-    samples = NNUESamples(observations=replayed.observations,
-                          targets=np.ascontiguousarray(replayed.outcomes[rows, replayed.movers]),
-                          games=replayed.games, skipped_games=replayed.skipped_games)
+    samples = positions_from_records(config.board_type, window.records(), games=ctx.games, cache_dir=cache,
+                                     capacity=window.positions)
     parent = _load_parent(ctx, config.parent, NNUENet) if config.parent else None
     train = NNUETrainConfig(**config.train_fields(), hidden=config.hidden, device=ctx.device)
     model, metrics = train_nnue(samples, train, _reporter(ctx, ("loss",), {"games": samples.games,
@@ -290,7 +335,8 @@ def run_nnue_training(config: NNUEJobConfig, ctx: JobContext) -> dict[str, Any]:
                        extra={"training_config": config.model_dump(mode="json")})
     load_nnue(path, sha256)  # verified, as for the policy/value checkpoint
     metrics.update(positions=len(samples))
-    return _finish(ctx, config, "nnue", model_id, path, sha256, window, replayed.game_ids, metrics, replayed.skipped)
+    return _finish(ctx, config, "nnue", model_id, path, sha256, window, list(samples.game_ids), metrics,
+                   samples.skipped)
 
 
 TRAINING = JobType(name="training", config_model=PolicyValueJobConfig, run=run_training, wants_gpu=True)

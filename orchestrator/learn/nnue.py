@@ -6,7 +6,9 @@ accumulators are), and ends in tanh: the value of the position for the player to
 meant for `minimax_<d>` in two-player zero-sum games, where the opponent's value is the negation.
 
 Training replays self-play records (`positions_from_records`) into (observation, outcome for the
-player to move) pairs and fits them by MSE with Adam. Nothing here writes files except
+player to move) pairs, in memory or, given a cache directory, into memory-mapped files one game at
+a time, and fits them by MSE with Adam through the same bounded-memory loader as the policy/value
+trainer. Nothing here writes files except
 `save_nnue`, which goes through the checkpoint module's atomic write and sha256 sidecar, so a
 crash leaves the previous checkpoint or the whole new one; `load_nnue` refuses a file whose digest
 does not match.
@@ -25,7 +27,8 @@ import pyspiel
 import torch
 from torch import nn
 
-from orchestrator.learn.training import TrainConfig, fit, replay
+from orchestrator.learn.samples import Column, SampleWriter
+from orchestrator.learn.training import TrainConfig, fit, loader_for, moves_in, replay_games
 from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, lineage_metadata, write_payload
 from orchestrator.play.features import terminal_value
 from orchestrator.play.games import BUILTIN, GameCatalog
@@ -108,31 +111,50 @@ class NNUEEvaluator:
 
 @dataclass(frozen=True)
 class NNUESamples:
-    """Flattened observations of the player to move [N, F] and that player's final outcome [N]."""
+    """Flattened observations of the player to move [N, F] and that player's final outcome [N]
+    (float32 arrays, memory-mapped when built into a cache directory), and the games they came from."""
 
     observations: np.ndarray
     targets: np.ndarray
-    games: int
-    skipped_games: int
+    game_ids: tuple[str, ...]
+    skipped: dict[str, int]
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
+    @property
+    def games(self) -> int:
+        return len(self.game_ids)
 
-def positions_from_records(board_type: str, records: Iterable[Any], *, games: GameCatalog = BUILTIN) -> NNUESamples:
+    @property
+    def skipped_games(self) -> int:
+        return sum(self.skipped.values())
+
+
+def positions_from_records(board_type: str, records: Iterable[Any], *, games: GameCatalog = BUILTIN,
+                           cache_dir: Path | None = None, capacity: int | None = None) -> NNUESamples:
     """Every position before a move in the records, as (observation, outcome for its mover).
 
     Games that do not replay (another board type, an illegal move, an outcome the replay
-    contradicts) are skipped and counted, never half-used.
+    contradicts) are skipped and counted, never half-used. With `cache_dir` the samples are
+    memory-mapped files there, written as each game is replayed, and `capacity` (at least the
+    records' moves) is required, as for `orchestrator.learn.training.build_dataset`.
     """
-    result = replay(board_type, records, games=games)
-    rows = np.arange(len(result.movers))
-    return NNUESamples(
-        observations=result.observations,
-        targets=np.ascontiguousarray(result.outcomes[rows, result.movers]),
-        games=result.games,
-        skipped_games=result.skipped_games,
-    )
+    if capacity is None:
+        if cache_dir is not None:
+            raise ValueError("capacity: samples streamed to a cache need their room given up front")
+        records = list(records)
+        capacity = moves_in(records)
+    width = int(np.prod(games.load(board_type).observation_tensor_shape()))
+    writer = SampleWriter((Column("observations", (width,)), Column("targets", ())), capacity, cache_dir)
+    skipped: dict[str, int] = {}
+    game_ids = []
+    for replayed in replay_games(board_type, records, skipped, games=games):
+        game_ids.append(replayed.game_id)
+        writer.append(replayed.observations, replayed.outcome[replayed.movers])
+    observations, targets = writer.finish()
+    return NNUESamples(observations=observations, targets=targets, game_ids=tuple(game_ids),
+                       skipped=skipped)
 
 
 @dataclass(frozen=True)
@@ -161,14 +183,13 @@ def train_nnue(
     if model is None:
         model = NNUENet(NNUEConfig(input_size=samples.observations.shape[1], hidden=config.hidden))
     model.to(config.device)
-    x = torch.from_numpy(samples.observations).to(config.device)
-    z = torch.from_numpy(samples.targets).to(config.device)
 
     def loss_fn(batch_x: torch.Tensor, batch_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss = torch.mean((model(batch_x) - batch_z) ** 2)
         return loss, loss.detach().reshape(1)
 
-    metrics = fit(model, (x, z), loss_fn, ("loss",), config, report)
+    metrics = fit(model, loader_for((samples.observations, samples.targets), config), loss_fn, ("loss",), config,
+                  report)
     model.eval()
     return model, metrics
 

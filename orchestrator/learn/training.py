@@ -1,18 +1,22 @@
 """Policy/value training of the residual network on self-play records, and the shared training loop.
 
-`build_dataset` replays each recorded game with OpenSpiel and turns every position that has a
-search distribution into tensors: the observation of the player to move, the visit distribution
-expanded over all actions, and the final outcome for that player (seat order for games of more
-than two players). A game that does not replay cleanly is skipped as a whole and counted.
+`build_dataset` replays each recorded game with OpenSpiel, one game at a time, and turns every
+position that has a search distribution into a row: the observation of the player to move, the
+visit distribution expanded over all actions, and the final outcome for that player (seat order
+for games of more than two players). A game that does not replay cleanly is skipped as a whole and
+counted. Given a cache directory, the rows go to memory-mapped files there
+(`orchestrator.learn.samples`), so a window far larger than memory is never held whole.
 
-`fit` is the loop both trainers use. It is deliberately lean, because its samples/s is compared
-with a bare PyTorch loop over the same tensors: all data sits on the device before the first
-step, a batch is one `index_select` per tensor from a per-epoch permutation, and the loss is
-read back to the host (a device sync) only when progress is reported.
+`fit` is the loop both trainers use. It draws minibatches from a `BlockLoader`, which holds at
+most `max_samples_in_memory` rows at once: a dataset that fits sits on the device before the first
+step and a batch is one `index_select` per tensor from a per-epoch permutation (its samples/s is
+compared with a bare PyTorch loop over the same tensors); a larger one is read a block at a time.
+The loss is read back to the host (a device sync) only when progress is reported.
 
-Nothing here writes files: what survives a failure is what the caller saved (see
-`orchestrator.nn.checkpoint`); `load_window` records exactly which files, by sha256, the data
-came from, for the model's lineage.
+Nothing here writes files but the caller's sample cache: what survives a failure is what the
+caller saved (see `orchestrator.nn.checkpoint`). `scan_window` records exactly which files, by
+sha256, the data came from, for the model's lineage, and keeps only a small index of their games;
+`read_window` reads the chosen games again, one at a time.
 """
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from orchestrator.learn.model_records import DataFile, DataWindow, game_ids_digest
+from orchestrator.learn.model_records import DataFile
+from orchestrator.learn.samples import BlockLoader, Column, SampleWriter
 from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import ReadStats, read_games
 
@@ -55,9 +60,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     report_every: int = 50
+    max_samples_in_memory: int = 1_000_000  # rows held at once; a larger dataset streams from its cache
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "report_every"):
+        for name in ("batch_size", "report_every", "max_samples_in_memory"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer")
@@ -112,24 +118,23 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def fit(model: torch.nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn, loss_names: Sequence[str],
+def loader_for(columns: Sequence[np.ndarray], config: TrainConfig) -> BlockLoader:
+    """The minibatches `fit` trains on: columns of one row per sample (arrays or memory-mapped)."""
+    return BlockLoader(columns, config.batch_size, config.max_samples_in_memory, config.device, config.seed)
+
+
+def fit(model: torch.nn.Module, loader: BlockLoader, loss_fn: LossFn, loss_names: Sequence[str],
         config: TrainConfig, report: Report | None = None) -> dict[str, Any]:
-    """Minimise `loss_fn(*batch) -> (loss, parts)` over minibatches of `tensors` (already on the
-    device, first dimension = samples). `parts` is a detached 1-d tensor, one entry per name in
-    `loss_names`, averaged over each reporting window. Stops early when `report` returns True;
-    raises TrainingDiverged when a window's loss is not finite."""
-    samples = int(tensors[0].shape[0])
-    if samples == 0:
-        raise ValueError("dataset: no samples to train on")
-    device = tensors[0].device
-    batch = min(config.batch_size, samples)
+    """Minimise `loss_fn(*batch) -> (loss, parts)` over the loader's minibatches. `parts` is a
+    detached 1-d tensor, one entry per name in `loss_names`, averaged over each reporting window.
+    Stops early when `report` returns True; raises TrainingDiverged when a window's loss is not
+    finite."""
+    samples, batch = loader.samples, loader.batch
     total = config.total_steps(samples)
     optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(config.seed)
     model.train()
-    order = torch.randperm(samples, generator=generator).to(device)
-    cursor = 0
-    window = torch.zeros(len(loss_names), device=device)
+    batches = loader.batches()
+    window = torch.zeros(len(loss_names), device=config.device)
     window_steps = 0
     first: dict[str, float] = {}
     final: dict[str, float] = {}
@@ -137,12 +142,7 @@ def fit(model: torch.nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn
     stopped = False
     step = 0
     while step < total:
-        if cursor + batch > samples:
-            order = torch.randperm(samples, generator=generator).to(device)
-            cursor = 0
-        index = order[cursor:cursor + batch]
-        cursor += batch
-        loss, parts = loss_fn(*(t.index_select(0, index) for t in tensors))
+        loss, parts = loss_fn(*next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -173,6 +173,8 @@ def fit(model: torch.nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn
         "samples_seen": step * batch,
         "dataset_samples": samples,
         "batch_size": batch,
+        "max_samples_in_memory": loader.cap,
+        "peak_samples_in_memory": loader.peak_resident,
         "elapsed_s": elapsed,
         "samples_per_s": step * batch / elapsed if elapsed > 0 else 0.0,
         "stopped": stopped,
@@ -182,30 +184,6 @@ def fit(model: torch.nn.Module, tensors: Sequence[torch.Tensor], loss_fn: LossFn
 
 
 # -- replaying records -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Replay:
-    """Every position before a move of the games that replayed cleanly, in record order.
-
-    observations [N, F] float32 (the mover's view, flattened), movers [N], outcomes [N, players]
-    (win 1, draw 0, loss -1 for each seat), policies: the validated, normalised visit
-    distribution of each position, or None where the record has none."""
-
-    observations: np.ndarray
-    movers: np.ndarray
-    outcomes: np.ndarray
-    policies: list[dict[int, float] | None]
-    game_ids: list[str]
-    skipped: dict[str, int]
-
-    @property
-    def games(self) -> int:
-        return len(self.game_ids)
-
-    @property
-    def skipped_games(self) -> int:
-        return sum(self.skipped.values())
-
 
 class _Unreplayable(Exception):
     """A record that cannot be used; the message is the skip reason's key."""
@@ -240,71 +218,78 @@ def _policy(raw: Any, legal: Sequence[int]) -> dict[int, float] | None:
     return {action: p / total for action, p in policy.items()}
 
 
-def replay(board_type: str, records: Iterable[Mapping[str, Any]], *, games: GameCatalog = BUILTIN) -> Replay:
-    """Replay `records` (as `orchestrator.play.records.read_games` yields them) with OpenSpiel.
+@dataclass(frozen=True)
+class ReplayedGame:
+    """One game that replayed cleanly: observations [m, F] of the mover before each move, movers
+    [m], the outcome vector (see `outcome_vector`) and each position's distribution or None."""
+
+    game_id: str
+    observations: np.ndarray
+    movers: np.ndarray
+    outcome: np.ndarray
+    policies: list[dict[int, float] | None]
+
+
+def _replay_one(game: Any, board_type: str, record: Mapping[str, Any], width: int) -> ReplayedGame:
+    players = game.num_players()
+    if record.get("board_type") != board_type:
+        raise _Unreplayable("other_board_type")
+    outcome = record.get("outcome")
+    if not isinstance(outcome, list) or len(outcome) != players \
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in outcome):
+        raise _Unreplayable("bad_outcome")
+    moves = record.get("moves")
+    if not isinstance(moves, list):
+        raise _Unreplayable("bad_record")
+    raw_policies = record.get("policies") or [None] * len(moves)
+    if not isinstance(raw_policies, list) or len(raw_policies) != len(moves):
+        raise _Unreplayable("bad_record")
+    observations = np.empty((len(moves), width), dtype=np.float32)
+    movers = np.empty(len(moves), dtype=np.int64)
+    policies: list[dict[int, float] | None] = []
+    state = game.new_initial_state()
+    for n, (move, raw) in enumerate(zip(moves, raw_policies)):
+        if state.is_terminal():
+            raise _Unreplayable("moves_after_end")
+        legal = state.legal_actions()
+        if move not in legal:
+            raise _Unreplayable("illegal_move")
+        mover = state.current_player()
+        observations[n] = state.observation_tensor(mover)
+        movers[n] = mover
+        policies.append(_policy(raw, legal))
+        state.apply_action(move)
+    if state.is_terminal():
+        if not np.allclose(state.returns(), outcome, atol=1e-6):
+            raise _Unreplayable("outcome_mismatch")
+    elif record.get("termination") != "max_length":
+        raise _Unreplayable("unfinished")
+    return ReplayedGame(record["game_id"], observations, movers,
+                        np.asarray(outcome_vector(outcome), dtype=np.float32), policies)
+
+
+def replay_games(board_type: str, records: Iterable[Mapping[str, Any]], skipped: dict[str, int], *,
+                 games: GameCatalog = BUILTIN) -> Iterator[ReplayedGame]:
+    """Replay `records` (as `orchestrator.play.records.read_games` yields them) with OpenSpiel, one
+    game at a time, so only one game's positions are in memory here.
 
     A game is used whole or not at all: another board type, a repeated game_id, an illegal move,
     a distribution over illegal actions, or a recorded outcome that the replayed final position
-    contradicts skips it, counted by reason. The outcome of a game cut at the move limit is the
-    recorded one (the replay has none)."""
-    records = list(records)
+    contradicts skips it, counted by reason in `skipped`. The outcome of a game cut at the move
+    limit is the recorded one (the replay has none)."""
     game = games.load(board_type)
-    players = game.num_players()
     width = int(np.prod(game.observation_tensor_shape()))
-    bound = sum(len(r["moves"]) for r in records if isinstance(r.get("moves"), list))
-    observations = np.empty((bound, width), dtype=np.float32)
-    movers = np.empty(bound, dtype=np.int64)
-    outcomes = np.empty((bound, players), dtype=np.float32)
-    policies: list[dict[int, float] | None] = []
-    game_ids: list[str] = []
     seen: set[str] = set()
-    skipped: dict[str, int] = {}
-    n = 0
     for record in records:
-        start = n
         try:
-            if record.get("board_type") != board_type:
-                raise _Unreplayable("other_board_type")
             if record.get("game_id") in seen:
                 raise _Unreplayable("duplicate")
-            outcome = record.get("outcome")
-            if not isinstance(outcome, list) or len(outcome) != players \
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in outcome):
-                raise _Unreplayable("bad_outcome")
-            moves = record.get("moves")
-            if not isinstance(moves, list):
-                raise _Unreplayable("bad_record")
-            raw_policies = record.get("policies") or [None] * len(moves)
-            if not isinstance(raw_policies, list) or len(raw_policies) != len(moves):
-                raise _Unreplayable("bad_record")
-            state = game.new_initial_state()
-            for move, raw in zip(moves, raw_policies):
-                if state.is_terminal():
-                    raise _Unreplayable("moves_after_end")
-                legal = state.legal_actions()
-                if move not in legal:
-                    raise _Unreplayable("illegal_move")
-                mover = state.current_player()
-                observations[n] = state.observation_tensor(mover)
-                movers[n] = mover
-                policies.append(_policy(raw, legal))
-                n += 1
-                state.apply_action(move)
-            if state.is_terminal():
-                if not np.allclose(state.returns(), outcome, atol=1e-6):
-                    raise _Unreplayable("outcome_mismatch")
-            elif record.get("termination") != "max_length":
-                raise _Unreplayable("unfinished")
+            replayed = _replay_one(game, board_type, record, width)
         except _Unreplayable as why:
-            reason = str(why)
-            skipped[reason] = skipped.get(reason, 0) + 1
-            n = start
-            del policies[start:]
+            skipped[str(why)] = skipped.get(str(why), 0) + 1
             continue
-        outcomes[start:n] = outcome_vector(outcome)
-        seen.add(record["game_id"])
-        game_ids.append(record["game_id"])
-    return Replay(observations[:n], movers[:n], outcomes[:n], policies, game_ids, skipped)
+        seen.add(replayed.game_id)
+        yield replayed
 
 
 # -- the policy/value dataset ------------------------------------------------------------------
@@ -312,11 +297,12 @@ def replay(board_type: str, records: Iterable[Mapping[str, Any]], *, games: Game
 @dataclass(frozen=True)
 class PolicyValueDataset:
     """observations [N, *observation_shape], policies [N, num_actions] (rows sum to 1), values
-    [N, 1] for the player to move in two-player games, else [N, players] in seat order."""
+    [N, 1] for the player to move in two-player games, else [N, players] in seat order: float32
+    arrays, memory-mapped when the dataset was built into a cache directory."""
 
-    observations: torch.Tensor
-    policies: torch.Tensor
-    values: torch.Tensor
+    observations: np.ndarray
+    policies: np.ndarray
+    values: np.ndarray
     game_ids: tuple[str, ...]
     skipped: dict[str, int]
     positions_without_policy: int
@@ -324,36 +310,45 @@ class PolicyValueDataset:
     def __len__(self) -> int:
         return int(self.observations.shape[0])
 
-    def to(self, device: str | torch.device) -> PolicyValueDataset:
-        return PolicyValueDataset(self.observations.to(device), self.policies.to(device), self.values.to(device),
-                                  self.game_ids, self.skipped, self.positions_without_policy)
+
+def moves_in(records: Iterable[Mapping[str, Any]]) -> int:
+    """Positions the records could give at most: the room a dataset built from them needs."""
+    return sum(len(r["moves"]) for r in records if isinstance(r.get("moves"), list))
 
 
-def build_dataset(board_type: str, records: Iterable[Mapping[str, Any]], *,
-                  games: GameCatalog = BUILTIN) -> PolicyValueDataset:
-    """Training tensors from self-play records; positions whose record has no distribution are left
-    out (their move carries no search target), games that do not replay are skipped whole."""
+def build_dataset(board_type: str, records: Iterable[Mapping[str, Any]], *, games: GameCatalog = BUILTIN,
+                  cache_dir: Path | None = None, capacity: int | None = None) -> PolicyValueDataset:
+    """Training rows from self-play records; positions whose record has no distribution are left
+    out (their move carries no search target), games that do not replay are skipped whole.
+
+    With `cache_dir`, the rows go to memory-mapped files there as each game is replayed, and
+    `records` may be a stream read once (`read_window`); `capacity` (at least the records' moves,
+    see `moves_in`) is then required. Without, the records are gathered to size the arrays."""
+    if capacity is None:
+        if cache_dir is not None:
+            raise ValueError("capacity: a dataset streamed to a cache needs its room given up front")
+        records = list(records)
+        capacity = moves_in(records)
     game = games.load(board_type)
-    shape = tuple(game.observation_tensor_shape())
-    result = replay(board_type, records, games=games)
-    keep = [i for i, policy in enumerate(result.policies) if policy is not None]
-    policies = np.zeros((len(keep), game.num_distinct_actions()), dtype=np.float32)
-    for row, i in enumerate(keep):
-        policy = result.policies[i]
-        policies[row, list(policy)] = list(policy.values())
-    index = np.asarray(keep, dtype=np.int64)
-    if game.num_players() == 2:
-        values = result.outcomes[index, result.movers[index]][:, None]
-    else:
-        values = result.outcomes[index]
-    return PolicyValueDataset(
-        observations=torch.from_numpy(np.ascontiguousarray(result.observations[index]).reshape(len(keep), *shape)),
-        policies=torch.from_numpy(policies),
-        values=torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
-        game_ids=tuple(result.game_ids),
-        skipped=dict(result.skipped),
-        positions_without_policy=len(result.policies) - len(keep),
-    )
+    shape, actions, players = tuple(game.observation_tensor_shape()), game.num_distinct_actions(), game.num_players()
+    value_width = 1 if players == 2 else players
+    writer = SampleWriter((Column("observations", shape), Column("policies", (actions,)),
+                           Column("values", (value_width,))), capacity, cache_dir)
+    skipped: dict[str, int] = {}
+    game_ids: list[str] = []
+    without_policy = 0
+    for replayed in replay_games(board_type, records, skipped, games=games):
+        game_ids.append(replayed.game_id)
+        keep = [i for i, policy in enumerate(replayed.policies) if policy is not None]
+        without_policy += len(replayed.policies) - len(keep)
+        policies = np.zeros((len(keep), actions), dtype=np.float32)
+        for row, i in enumerate(keep):
+            policies[row, list(replayed.policies[i])] = list(replayed.policies[i].values())
+        movers = replayed.movers[keep]
+        values = replayed.outcome[movers][:, None] if players == 2 else np.tile(replayed.outcome, (len(keep), 1))
+        writer.append(replayed.observations[keep].reshape(len(keep), *shape), policies, values)
+    observations, policies, values = writer.finish()
+    return PolicyValueDataset(observations, policies, values, tuple(game_ids), skipped, without_policy)
 
 
 def policy_value_loss(model: torch.nn.Module, value_weight: float) -> LossFn:
@@ -378,8 +373,7 @@ def train_policy_value(model: torch.nn.Module, dataset: PolicyValueDataset, conf
         raise ValueError("dataset: no positions with a search distribution to train on")
     torch.manual_seed(config.seed)
     model.to(config.device)
-    data = dataset.to(config.device)
-    return fit(model, (data.observations, data.policies, data.values),
+    return fit(model, loader_for((dataset.observations, dataset.policies, dataset.values), config),
                policy_value_loss(model, config.value_weight), ("loss", "policy_loss", "value_loss"), config, report)
 
 
@@ -393,20 +387,40 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_window(data_dir: str | Path,
-                paths: Iterable[str | Path]) -> tuple[list[dict[str, Any]], DataWindow, ReadStats]:
-    """Read game files for training and describe exactly what was read, for the model's lineage.
+@dataclass(frozen=True)
+class IndexedGame:
+    """What choosing a window needs of a game, without the game: a few dozen bytes each."""
+
+    game_id: str
+    finished_at: str  # ISO 8601 UTC, as the records carry it: sorts as it reads
+    moves: int
+
+
+@dataclass(frozen=True)
+class WindowScan:
+    """The games in a set of files (first copy of each game_id, in file order), each file's sha256,
+    and the read counters (torn lines, invalid records, duplicates)."""
+
+    games: list[IndexedGame]
+    files: tuple[DataFile, ...]
+    paths: tuple[Path, ...]  # the files that were read, absolute, in read order
+    stats: ReadStats
+
+
+def scan_window(data_dir: str | Path, paths: Iterable[str | Path]) -> WindowScan:
+    """Index game files for training and describe exactly what was read, for the model's lineage.
 
     `paths` are relative to `data_dir` (or absolute inside it). Every file that was read is listed
     with the sha256 of its bytes, whether or not it held valid games; a file that vanished before
     it could be read (a cleanup raced us) is left out. Game files are written once by rename and
-    never appended, so the hash and the read see the same bytes. Returns (records, window,
-    `ReadStats`); `window.game_count`/`game_ids_digest` cover the games actually returned."""
+    never appended, so the hash, this read and a later `read_window` see the same bytes. Only the
+    index of each game is kept, never the records."""
     root = Path(data_dir).resolve()
     stats = ReadStats()
     seen: set[str] = set()
-    records: list[dict[str, Any]] = []
+    games: list[IndexedGame] = []
     files: list[DataFile] = []
+    read: list[Path] = []
     resolved: dict[Path, str] = {}
     for raw in paths:
         path = (root / raw).resolve()
@@ -416,10 +430,22 @@ def load_window(data_dir: str | Path,
     for path, relative in resolved.items():
         try:
             sha256 = _sha256_file(path)
-            records.extend(read_games([path], stats, seen))
+            games.extend(IndexedGame(r["game_id"], r["finished_at"], len(r["moves"]))
+                         for r in read_games([path], stats, seen))
         except FileNotFoundError:
             continue
         files.append(DataFile(path=relative, sha256=sha256))
-    window = DataWindow(files=tuple(files), game_count=len(records),
-                        game_ids_digest=game_ids_digest(r["game_id"] for r in records))
-    return records, window, stats
+        read.append(path)
+    return WindowScan(games, tuple(files), tuple(read), stats)
+
+
+def read_window(paths: Sequence[Path], game_ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The records of `game_ids` in the scanned files, read again one at a time, in file order. The
+    same first-copy-wins de-duplication as the scan picks the same record for each game_id."""
+    wanted = set(game_ids)
+    seen: set[str] = set()
+    for path in paths:
+        try:
+            yield from (record for record in read_games([path], None, seen) if record["game_id"] in wanted)
+        except FileNotFoundError:  # removed since the scan: its games are simply not trained on
+            continue

@@ -216,3 +216,26 @@ def test_metric_series_merge_thin_and_downsample():
     assert [p["step"] for p in picked] == [0, 25, 50, 74, 99]
     assert columns(points) == {"steps": [5, 10, 20], "metrics": {"acc": [None, 0.5, None], "loss": [5.0, 10.0, 20.0]}}
     assert json.dumps(columns(long))  # plain JSON
+
+
+def test_a_window_larger_than_the_memory_cap_streams_from_disk_with_the_same_lineage(data_dir):
+    first = _files(data_dir)[0]
+    line = first.read_bytes().splitlines(keepends=True)[0]
+    extra = job_directory(data_dir, BOARD, "copy")
+    extra.mkdir(parents=True)
+    (extra / "games-1-00001.jsonl").write_bytes(line + line[: len(line) // 2])  # a duplicate, then a torn line
+    config = {**SMALL, "window_games": 20, "batch_size": 16, "steps": 30}
+    in_memory = _run("training", {**config, "model_id": "whole"}, Context(data_dir, job_id="whole"))
+    ctx = Context(data_dir, job_id="capped")
+    capped = _run("training", {**config, "model_id": "capped", "max_samples_in_memory": 40}, ctx)
+    whole, streamed = ModelRecord.from_dict(in_memory["model"]), ModelRecord.from_dict(capped["model"])
+    assert streamed.metrics["dataset_samples"] > 40 >= streamed.metrics["peak_samples_in_memory"] >= 16, \
+        "never more than the cap held at once, though the window is larger"
+    assert whole.metrics["peak_samples_in_memory"] == whole.metrics["dataset_samples"], "the default holds it whole"
+    assert streamed.data_window == whole.data_window and streamed.data_window.game_count == 20
+    assert capped["skipped"] == in_memory["skipped"] and capped["skipped"]["duplicates"] == 1
+    assert capped["skipped"]["torn"] == 1 and streamed.metrics["positions"] == whole.metrics["positions"]
+    assert np.isfinite(streamed.metrics["final_loss"]) and streamed.metrics["steps"] == 30
+    assert not (data_dir / "cache" / "training" / "capped").exists(), "the sample cache goes with the job"
+    with pytest.raises(ValidationError, match="max_samples_in_memory"):
+        TRAINING.config_model.model_validate({**config, "max_samples_in_memory": 8})

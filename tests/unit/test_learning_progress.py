@@ -17,7 +17,8 @@ import torch
 
 from actors.tunables import CMAES_TUNABLES
 from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, evaluate_candidate, play_fitness_match, tunable_params
-from orchestrator.learn.training import PolicyValueConfig, build_dataset, load_window, train_policy_value
+from orchestrator.learn.model_records import DataWindow, game_ids_digest
+from orchestrator.learn.training import PolicyValueConfig, build_dataset, read_window, scan_window, train_policy_value
 from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.agents import AgentContext, parse_agent
@@ -137,9 +138,11 @@ def test_network_trained_on_selfplay_beats_the_untrained_network_with_the_same_s
     assert result["complete"] and result["games_done"] == SELFPLAY_GAMES
 
     files = game_files(job_directory(tmp_path, BOARD, ctx.job_id))
-    records, window, stats = load_window(tmp_path, files)
-    dataset = build_dataset(BOARD, records)
-    assert window.game_count == SELFPLAY_GAMES and stats.skipped == 0
+    scan = scan_window(tmp_path, files)
+    ids = [g.game_id for g in scan.games]
+    dataset = build_dataset(BOARD, list(read_window(scan.paths, ids)))
+    window = DataWindow(files=scan.files, game_count=len(ids), game_ids_digest=game_ids_digest(ids))
+    assert window.game_count == SELFPLAY_GAMES and scan.stats.skipped == 0
     assert dataset.skipped == {} and len(dataset.game_ids) == SELFPLAY_GAMES and len(dataset) > 20 * SELFPLAY_GAMES
 
     torch.manual_seed(TRAINING_SEED)

@@ -100,7 +100,20 @@ def test_training_lowers_the_loss_and_honours_stop():
     _, stopped = train_nnue(samples, NNUETrainConfig(hidden=(8,), steps=100, report_every=5), lambda p: True)
     assert stopped["stopped"] and stopped["steps"] == 5
     with pytest.raises(ValueError, match="samples"):
-        train_nnue(NNUESamples(np.zeros((0, 27), np.float32), np.zeros(0, np.float32), 0, 0), NNUETrainConfig())
+        train_nnue(NNUESamples(np.zeros((0, 27), np.float32), np.zeros(0, np.float32), (), {}), NNUETrainConfig())
+
+
+def test_samples_streamed_to_a_cache_train_within_the_memory_cap(tmp_path):
+    records = random_records("tic_tac_toe", 40)
+    whole = positions_from_records("tic_tac_toe", records)
+    cached = positions_from_records("tic_tac_toe", iter(records), cache_dir=tmp_path / "cache",
+                                    capacity=sum(len(r["moves"]) for r in records))
+    assert isinstance(cached.observations, np.memmap) and isinstance(cached.targets, np.memmap)
+    assert np.array_equal(cached.observations, whole.observations) and np.array_equal(cached.targets, whole.targets)
+    assert cached.game_ids == whole.game_ids and len(cached) > 64
+    _, metrics = train_nnue(cached, NNUETrainConfig(hidden=(8,), batch_size=16, steps=40, report_every=10,
+                                                    max_samples_in_memory=64))
+    assert metrics["peak_samples_in_memory"] <= 64 < metrics["dataset_samples"] and np.isfinite(metrics["final_loss"])
 
 
 def test_save_and_verified_load(tmp_path):

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.learn.model_records import game_ids_digest
+from orchestrator.learn.samples import BlockLoader
 from orchestrator.learn.training import (
     PolicyValueConfig,
     PolicyValueDataset,
     TrainConfig,
     TrainingDiverged,
     build_dataset,
-    load_window,
+    moves_in,
     outcome_vector,
-    replay,
+    read_window,
+    replay_games,
+    scan_window,
     train_policy_value,
 )
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
@@ -60,7 +62,7 @@ def test_dataset_from_records_has_the_right_shapes_and_targets(selfplay):
     assert len(dataset) == positions and dataset.skipped == {} and len(dataset.game_ids) == 24
     assert dataset.observations.shape == (positions, 3, 3, 3)
     assert dataset.policies.shape == (positions, 9) and dataset.values.shape == (positions, 1)
-    assert torch.allclose(dataset.policies.sum(dim=1), torch.ones(positions))
+    assert np.allclose(dataset.policies.sum(axis=1), np.ones(positions))
     # Replay the first game by hand: the mover's view, the search's distribution, the mover's outcome.
     game = BUILTIN.load("tic_tac_toe")
     record = records[0]
@@ -71,9 +73,9 @@ def test_dataset_from_records_has_the_right_shapes_and_targets(selfplay):
         expected = np.zeros(9, dtype=np.float32)
         for action, p in record["policies"][i].items():
             expected[int(action)] = p
-        assert np.allclose(dataset.policies[i].numpy(), expected / expected.sum())
-        assert set(np.flatnonzero(dataset.policies[i].numpy())) <= set(state.legal_actions())
-        assert dataset.values[i, 0].item() == outcome_vector(record["outcome"])[mover]
+        assert np.allclose(dataset.policies[i], expected / expected.sum())
+        assert set(np.flatnonzero(dataset.policies[i])) <= set(state.legal_actions())
+        assert dataset.values[i, 0] == outcome_vector(record["outcome"])[mover]
         state.apply_action(move)
 
 
@@ -87,11 +89,13 @@ def test_games_that_do_not_replay_are_skipped_whole(selfplay):
     wrong_outcome["outcome"] = [5.0, 5.0]
     bad_policy = copy.deepcopy(records[6])
     bad_policy["policies"][1] = {str(bad_policy["moves"][0]): 1.0}  # the square just taken
-    result = replay("tic_tac_toe", [*good, illegal, other, wrong_outcome, bad_policy, good[0]])
-    assert result.game_ids == [r["game_id"] for r in good]
-    assert result.skipped == {"illegal_move": 1, "other_board_type": 1, "outcome_mismatch": 1, "bad_policy": 1,
-                              "duplicate": 1}
-    assert len(result.movers) == sum(len(r["moves"]) for r in good) == len(result.policies)
+    skipped = {}
+    result = list(replay_games("tic_tac_toe", [*good, illegal, other, wrong_outcome, bad_policy, good[0]], skipped))
+    assert [g.game_id for g in result] == [r["game_id"] for r in good]
+    assert skipped == {"illegal_move": 1, "other_board_type": 1, "outcome_mismatch": 1, "bad_policy": 1,
+                       "duplicate": 1}
+    assert sum(len(g.movers) for g in result) == sum(len(r["moves"]) for r in good) == sum(len(g.policies)
+                                                                                            for g in result)
 
 
 def test_outcome_vector_is_win_draw_loss_per_seat():
@@ -130,10 +134,10 @@ def test_should_stop_is_honoured_and_sgd_and_epochs_work(selfplay):
 
 
 def test_loop_trains_on_exactly_the_given_tensors():
-    observations = torch.rand(8, 3, 3, 3, generator=torch.Generator().manual_seed(0))
-    policies = torch.zeros(8, 9)
+    observations = np.random.default_rng(0).random((8, 3, 3, 3), dtype=np.float32)
+    policies = np.zeros((8, 9), dtype=np.float32)
     policies[:, 4] = 1.0
-    values = torch.ones(8, 1)
+    values = np.ones((8, 1), dtype=np.float32)
     dataset = PolicyValueDataset(observations, policies, values, (), {}, 0)
     metrics = train_policy_value(_small_net(), dataset, PolicyValueConfig(batch_size=64, lr=3e-2, steps=100,
                                                                           report_every=10))
@@ -143,14 +147,15 @@ def test_loop_trains_on_exactly_the_given_tensors():
 
 
 def test_divergence_is_an_error_not_a_model():
-    observations = torch.full((8, 3, 3, 3), float("nan"))
-    dataset = PolicyValueDataset(observations, torch.full((8, 9), 1 / 9), torch.zeros(8, 1), (), {}, 0)
+    observations = np.full((8, 3, 3, 3), np.nan, dtype=np.float32)
+    dataset = PolicyValueDataset(observations, np.full((8, 9), 1 / 9, dtype=np.float32),
+                                 np.zeros((8, 1), dtype=np.float32), (), {}, 0)
     with pytest.raises(TrainingDiverged, match="step 2"):
         train_policy_value(_small_net(), dataset, PolicyValueConfig(steps=5, report_every=2))
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"lr": float("nan")}, {"steps": 0}, {"epochs": -1.0},
-                                 {"optimizer": "lbfgs"}])
+                                 {"optimizer": "lbfgs"}, {"max_samples_in_memory": 0}])
 def test_train_config_names_the_bad_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
@@ -166,12 +171,43 @@ def test_lineage_lists_exactly_the_files_read(selfplay, tmp_path):
     empty = write_records(directory, "c.jsonl", [])
     paths = ["selfplay/job/a.jsonl", str(second), "selfplay/job/c.jsonl", "selfplay/job/gone.jsonl",
              "selfplay/job/a.jsonl"]
-    loaded, window, stats = load_window(tmp_path, paths)
-    assert [f.path for f in window.files] == ["selfplay/job/a.jsonl", "selfplay/job/b.jsonl", "selfplay/job/c.jsonl"]
-    assert [f.sha256 for f in window.files] == [hashlib.sha256(p.read_bytes()).hexdigest()
-                                                for p in (first, second, empty)]
-    assert [r["game_id"] for r in loaded] == [r["game_id"] for r in records[:8]]
-    assert window.game_count == 8 and stats.files == 3
-    assert window.game_ids_digest == game_ids_digest(r["game_id"] for r in records[:8])
+    scan = scan_window(tmp_path, paths)
+    assert [f.path for f in scan.files] == ["selfplay/job/a.jsonl", "selfplay/job/b.jsonl", "selfplay/job/c.jsonl"]
+    assert [f.sha256 for f in scan.files] == [hashlib.sha256(p.read_bytes()).hexdigest()
+                                              for p in (first, second, empty)]
+    assert [g.game_id for g in scan.games] == [r["game_id"] for r in records[:8]]
+    assert [g.moves for g in scan.games] == [len(r["moves"]) for r in records[:8]] and scan.stats.files == 3
+    chosen = [records[1]["game_id"], records[6]["game_id"]]
+    assert list(read_window(scan.paths, chosen)) == [records[1], records[6]], "read again, one at a time"
     with pytest.raises(ValueError, match="outside"):
-        load_window(tmp_path / "selfplay", ["../elsewhere.jsonl"])
+        scan_window(tmp_path / "selfplay", ["../elsewhere.jsonl"])
+
+
+def test_a_dataset_streamed_to_a_cache_is_memory_mapped_and_equal_to_the_in_memory_one(selfplay, tmp_path):
+    _, _, records = selfplay
+    whole = build_dataset("tic_tac_toe", records)
+    cached = build_dataset("tic_tac_toe", iter(records), cache_dir=tmp_path / "cache", capacity=moves_in(records))
+    assert all(isinstance(column, np.memmap) for column in (cached.observations, cached.policies, cached.values))
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"observations.npy", "policies.npy", "values.npy"}
+    for a, b in ((whole.observations, cached.observations), (whole.policies, cached.policies),
+                 (whole.values, cached.values)):
+        assert np.array_equal(a, b)
+    assert cached.game_ids == whole.game_ids
+    with pytest.raises(ValueError, match="capacity"):
+        build_dataset("tic_tac_toe", iter(records), cache_dir=tmp_path / "other")
+
+
+def test_the_block_loader_holds_at_most_its_cap_and_serves_each_row_once_an_epoch(tmp_path):
+    rows = np.lib.format.open_memmap(tmp_path / "rows.npy", mode="w+", dtype=np.float32, shape=(1000, 1))
+    rows[:, 0] = np.arange(1000)
+    loader = BlockLoader((rows,), batch_size=10, max_samples_in_memory=100, device="cpu", seed=3)
+    assert loader.streaming
+    batches = loader.batches()
+    seen = [int(v) for _ in range(100) for v in next(batches)[0][:, 0].tolist()]  # one epoch's batches
+    assert sorted(seen) == list(range(1000)), "every row once an epoch"
+    assert sorted(seen) != seen, "shuffled"
+    assert loader.peak_resident <= 100
+    small = BlockLoader((rows[:50],), batch_size=10, max_samples_in_memory=100, device="cpu", seed=3)
+    assert not small.streaming and next(small.batches())[0].shape == (10, 1) and small.peak_resident == 50
+    with pytest.raises(ValueError, match="max_samples_in_memory"):
+        BlockLoader((rows,), batch_size=10, max_samples_in_memory=5, device="cpu", seed=3)
