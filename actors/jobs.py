@@ -1,141 +1,141 @@
-"""JobSupervisor: the jobs of one node — start, stop, kill, stuck detection, restart.
+"""JobSupervisor: the actor shell around the supervisor core for one node's jobs.
 
-What survives a failure: every job is a row in the node's SQLite database, rewritten on each
-change. If this actor dies, Ray restarts it on the same node; it reloads every job, and jobs
-that were pending or running are relaunched as a new attempt (the tasks of the old attempt died
-with their owner, and any straggler is told to stop by the attempt check). Jobs that were
-stopping finish as stopped. Nothing is forgotten.
+Decisions (idempotent start, recovery, stuck restarts, attempt numbering, history compaction)
+live in `orchestrator.cluster.supervisor`; this shell passes the time in and runs what the core
+asks for through `RayJobRunner`, the one place the supervisor touches Ray tasks.
+
+What survives a failure: every job is a row in the node's SQLite database, written before its task
+is launched or cancelled. If this actor dies, Ray restarts it on the same node; the new incarnation
+reloads every job and, behind one recovery gate that every call awaits, relaunches the jobs that
+were pending or running as a new attempt and settles the ones that were stopping. Nothing is
+forgotten until it is older than the configured history age.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
+from actors.catalog import JOB_TYPES
 from actors.naming import pinned
 from actors.tasks import run_job
-from orchestrator.cluster.job_types import get_job_type, known_job_types
-from orchestrator.cluster.jobs import ACTIVE, FINISHED, Job, JobState
+from orchestrator.cluster.jobs import JobState
+from orchestrator.cluster.supervisor import JobSupervisorCore, Launch, Outcome, SupervisorPolicy
 from orchestrator.config import Settings
-from orchestrator.errors import BadRequest, Conflict, NotFound
-from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.learn.series import add_point, columns, downsample
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.store import NodeStore, node_db_path
 
 log = logging.getLogger(__name__)
-TABLE = "jobs"
 SERIES_KEY = "metrics:"  # a job's metric series, in the node's kv table
+MAX_COMPACT_INTERVAL_S = 60.0
+
+
+class RayJobRunner:
+    """Launches attempts as Ray tasks pinned to this node and reports how each one ended."""
+
+    def __init__(self, node_id: str, ray_node_id: str, data_dir: str, games: GameCatalog,
+                 on_end: Callable[[str, int, Outcome], None]) -> None:
+        self.node_id = node_id
+        self.ray_node_id = ray_node_id
+        self.data_dir = data_dir
+        self.games = games
+        self.on_end = on_end
+        self.refs: dict[tuple[str, int], ray.ObjectRef] = {}
+
+    def launch(self, launch: Launch) -> None:
+        ref = run_job.options(
+            name=f"{launch.job_type}:{launch.job_id}#{launch.attempt}",
+            num_cpus=launch.num_cpus,
+            num_gpus=launch.num_gpus,
+            scheduling_strategy=pinned(self.ray_node_id),
+        ).remote(launch.job_type, launch.config, launch.job_id, self.node_id, launch.attempt, self.data_dir, self.games)
+        key = (launch.job_id, launch.attempt)
+        self.refs[key] = ref
+        asyncio.get_running_loop().create_task(self._watch(key, ref))
+
+    def cancel(self, job_id: str, attempt: int) -> None:
+        ref = self.refs.pop((job_id, attempt), None)
+        if ref is not None:
+            ray.cancel(ref, force=True)  # SIGKILL of the worker process running the task
+
+    async def _watch(self, key: tuple[str, int], ref: ray.ObjectRef) -> None:
+        try:
+            value = await ref
+        except ray.exceptions.TaskCancelledError:
+            outcome = Outcome(JobState.KILLED, error="killed")
+        except ray.exceptions.RayTaskError as exc:
+            outcome = Outcome(JobState.FAILED, error=f"{type(exc.cause).__name__}: {exc.cause}")
+        except ray.exceptions.RayError as exc:  # worker or node died under the task
+            outcome = Outcome(JobState.FAILED, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        else:
+            outcome = Outcome(JobState.STOPPED if value["stopped"] else JobState.COMPLETED, result=value["result"])
+        self.refs.pop(key, None)
+        self.on_end(key[0], key[1], outcome)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class JobSupervisor:
-    def __init__(self, node_id: str, ray_node_id: str, settings: Settings) -> None:
-        self.node_id = node_id
-        self.ray_node_id = ray_node_id
+    def __init__(self, node_id: str, ray_node_id: str, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.store = NodeStore(node_db_path(settings.node_dir()))
-        self.jobs: dict[str, Job] = {jid: Job.from_record(r) for jid, r in self.store.load(TABLE).items()}
-        self.refs: dict[str, ray.ObjectRef] = {}
-        self.node_gpus = _node_gpus(ray_node_id)
-        self.games = GameCatalog.from_settings(settings.games)
-        self._recovered = False
+        games = GameCatalog.from_settings(settings.games)
+        self.runner = RayJobRunner(node_id, ray_node_id, str(settings.node_dir()), games, self._attempt_ended)
+        policy = SupervisorPolicy(stuck_after_s=settings.stuck_after_s, recent_jobs=settings.recent_jobs_in_status,
+                                  history_max_age_s=settings.job_history_max_age_s)
+        self.core = JobSupervisorCore(node_id, self.store, self.runner, JOB_TYPES, policy, _node_gpus(ray_node_id),
+                                      {GAMES_CONTEXT_KEY: games})
+        self._recovery: asyncio.Task | None = None
 
-    # --- helpers -------------------------------------------------------------------------
-    def _save(self, job: Job) -> None:
-        self.store.put(TABLE, job.job_id, job.to_record())
+    # --- the recovery gate -----------------------------------------------------------------
+    async def _ready(self) -> None:
+        """Every call waits here until this incarnation has settled what the previous one left."""
+        if self._recovery is None or (self._recovery.done() and self._recovery.exception() is not None):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+        await asyncio.shield(self._recovery)
 
-    def _job(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise NotFound(f"unknown job {job_id!r}", job_id=job_id)
-        return job
+    async def _recover(self) -> None:
+        relaunched = self.core.recover(self.clock())
+        if relaunched:
+            log.info("relaunched %d job(s) after a restart: %s", len(relaunched), ", ".join(relaunched))
+        asyncio.get_running_loop().create_task(self._compact_forever())
 
-    def _recover(self) -> None:
-        """After a restart: relaunch what was running, settle what was stopping (once per incarnation)."""
-        if self._recovered:
-            return
-        self._recovered = True
-        now = time.time()
-        for job in self.jobs.values():
-            if job.state is JobState.STOPPING:
-                job.finish(job.attempt, JobState.STOPPED, now, error="supervisor restarted while stopping")
-                self._save(job)
-            elif job.state in ACTIVE:
-                job.finish(job.attempt, JobState.FAILED, now, error="supervisor restarted; relaunching")
-                job.restart(now)
-                self._launch(job)
+    async def _compact_forever(self) -> None:
+        interval_s = min(self.settings.job_history_max_age_s / 4, MAX_COMPACT_INTERVAL_S)
+        while True:
+            try:
+                self._compact()
+            except Exception:  # a busy database this round is retried the next
+                log.exception("job history compaction failed")
+            await asyncio.sleep(interval_s)
 
-    def _launch(self, job: Job) -> None:
-        kind = get_job_type(job.job_type)
-        num_gpus = 1 if kind.wants_gpu and self.node_gpus > 0 else 0
-        ref = run_job.options(
-            name=f"{job.job_type}:{job.job_id}#{job.attempt}",
-            num_cpus=kind.num_cpus,
-            num_gpus=num_gpus,
-            scheduling_strategy=pinned(self.ray_node_id),
-        ).remote(job.job_type, job.config, job.job_id, self.node_id, job.attempt, str(self.settings.node_dir()),
-                 self.games)
-        self.refs[job.job_id] = ref
-        self._save(job)
-        asyncio.get_running_loop().create_task(self._watch(job.job_id, job.attempt, ref))
+    def _compact(self) -> None:
+        expired = self.core.expired(self.clock())
+        # Series first: a crash in between leaves a job without its curve, never a curve without a job.
+        self.store.delete("kv", [SERIES_KEY + job_id for job_id in expired])
+        self.core.forget(expired)
 
-    async def _watch(self, job_id: str, attempt: int, ref: ray.ObjectRef) -> None:
-        try:
-            outcome = await ref
-        except ray.exceptions.TaskCancelledError:
-            outcome, state, error = None, JobState.KILLED, "killed"
-        except ray.exceptions.RayTaskError as exc:
-            outcome, state, error = None, JobState.FAILED, f"{type(exc.cause).__name__}: {exc.cause}"
-        except ray.exceptions.RayError as exc:  # worker or node died under the task
-            outcome, state, error = None, JobState.FAILED, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-        else:
-            state = JobState.STOPPED if outcome["stopped"] else JobState.COMPLETED
-            error = None
-        job = self.jobs.get(job_id)
-        if job is not None and job.finish(attempt, state, time.time(), result=outcome and outcome["result"], error=error):
-            self.refs.pop(job_id, None)
-            self._save(job)
+    def _attempt_ended(self, job_id: str, attempt: int, outcome: Outcome) -> None:
+        self.core.attempt_ended(job_id, attempt, outcome, self.clock())
 
-    def _kill_task(self, job_id: str) -> None:
-        ref = self.refs.pop(job_id, None)
-        if ref is not None:
-            ray.cancel(ref, force=True)  # SIGKILL of the worker process running the task
+    # --- API -------------------------------------------------------------------------------
+    async def ready(self) -> bool:
+        await self._ready()
+        return True
 
-    # --- API -----------------------------------------------------------------------------
     async def start(self, job_id: str, job_type: str, config: dict[str, Any]) -> dict[str, Any]:
-        self._recover()
-        if job_type not in known_job_types():
-            raise BadRequest(f"unknown job_type {job_type!r}; known: {', '.join(known_job_types())}",
-                             field="job_type", known=known_job_types())
-        kind = get_job_type(job_type)
-        try:
-            normalized = kind.config_model.model_validate(
-                config, context={GAMES_CONTEXT_KEY: self.games}).model_dump(mode="json")
-        except ValueError as exc:
-            raise BadRequest(_first_error(exc), field="config") from None
-        now = time.time()
-        existing = self.jobs.get(job_id)
-        candidate = Job.new(job_id, job_type, self.node_id, normalized, now)
-        if existing is not None:
-            if existing.digest != candidate.digest:
-                raise Conflict(f"job {job_id!r} exists with a different body", job_id=job_id)
-            return {"created": False, "job": self._view(existing, now)}
-        self.jobs[job_id] = candidate
-        self._launch(candidate)
-        return {"created": True, "job": self._view(candidate, now)}
+        await self._ready()
+        return self.core.start(job_id, job_type, config, self.clock())
 
     async def report(self, job_id: str, attempt: int, progress: dict[str, Any], worker_pid: int | None = None) -> bool:
-        self._recover()
-        job = self.jobs.get(job_id)
-        if job is None:
-            return True
-        current = attempt == job.attempt and job.state not in FINISHED
-        stop = job.report(attempt, progress, time.time(), worker_pid)
-        self._save(job)
-        if current and isinstance(progress.get("step"), int) and isinstance(progress.get("metrics"), dict):
+        await self._ready()
+        stop, accepted = self.core.report(job_id, attempt, progress, worker_pid, self.clock())
+        if accepted and isinstance(progress.get("step"), int) and isinstance(progress.get("metrics"), dict):
             self._append_point(job_id, progress["step"], progress["metrics"])  # a trainer's loss curve
         return stop
 
@@ -147,63 +147,43 @@ class JobSupervisor:
 
     async def append_metrics(self, job_id: str, step: int, metrics: dict[str, float]) -> int:
         """Add a point to a job's metric series (the same step again merges); returns the series length."""
-        self._recover()
-        self._job(job_id)
+        await self._ready()
+        self.core.job(job_id)
         return self._append_point(job_id, step, metrics)
 
     async def metrics(self, job_id: str, max_points: int) -> dict[str, Any]:
         """A job's metric series, downsampled to `max_points`, as steps plus one column per metric."""
-        self._recover()
-        self._job(job_id)
+        await self._ready()
+        self.core.job(job_id)
         points = (self.store.get("kv", SERIES_KEY + job_id) or {"points": []})["points"]
         return {"total_points": len(points), **columns(downsample(points, max_points))}
 
     async def stop(self, job_id: str) -> dict[str, Any]:
-        self._recover()
-        job = self._job(job_id)
-        job.request_stop(time.time())
-        self._save(job)
-        return self._view(job, time.time())
+        await self._ready()
+        return self.core.stop(job_id, self.clock())
 
     async def kill(self, job_id: str) -> dict[str, Any]:
-        self._recover()
-        job = self._job(job_id)
-        if job.state in FINISHED:
-            raise Conflict(f"job {job_id!r} already finished ({job.state.value})", job_id=job_id)
-        self._kill_task(job_id)
-        job.finish(job.attempt, JobState.KILLED, time.time(), error="killed on request")
-        self._save(job)
-        return self._view(job, time.time())
+        await self._ready()
+        return self.core.kill(job_id, self.clock())
 
     async def restart_stuck(self) -> list[dict[str, Any]]:
-        self._recover()
-        now = time.time()
-        restarted = []
-        for job in self.jobs.values():
-            if job.is_stuck(now, self.settings.stuck_after_s):
-                self._kill_task(job.job_id)
-                job.finish(job.attempt, JobState.KILLED, now, error=f"stuck: no progress for {self.settings.stuck_after_s}s")
-                job.restart(now)
-                self._launch(job)
-                restarted.append(self._view(job, now))
-        return restarted
+        await self._ready()
+        return self.core.restart_stuck(self.clock())
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        self._recover()
-        return self._view(self._job(job_id), time.time())
-
-    async def list_jobs(self) -> list[dict[str, Any]]:
-        self._recover()
-        now = time.time()
-        return [self._view(job, now) for job in sorted(self.jobs.values(), key=lambda j: j.created_at)]
+        await self._ready()
+        return self.core.get(job_id, self.clock())
 
     async def summaries(self) -> list[dict[str, Any]]:
-        self._recover()
-        now = time.time()
-        return [job.summary(now, self.settings.stuck_after_s) for job in self.jobs.values()]
+        """Active jobs plus a bounded window of recent ones: what heartbeats and /status carry."""
+        await self._ready()
+        return self.core.summaries(self.clock())
 
-    def _view(self, job: Job, now: float) -> dict[str, Any]:
-        return job.view(now, self.settings.stuck_after_s)
+    async def page(self, state: str | None, limit: int, after: str | None) -> dict[str, Any]:
+        """This node's jobs newest first, `limit` at a time; pass `next_after` back as `after`."""
+        await self._ready()
+        page = self.core.page(self.clock(), None if state is None else JobState(state), limit, after)
+        return {"jobs": page.jobs, "next_after": page.next_after}
 
 
 def _node_gpus(ray_node_id: str) -> float:
@@ -211,12 +191,3 @@ def _node_gpus(ray_node_id: str) -> float:
         if node["NodeID"] == ray_node_id:
             return float(node["Resources"].get("GPU", 0))
     return 0.0
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"config.{where}: {first['msg']}" if where else f"config: {first['msg']}"
-    return f"config: {exc}"

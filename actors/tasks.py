@@ -7,10 +7,10 @@ from typing import Any
 
 import ray
 
-from actors.naming import CLUSTER_STORE, NAMESPACE, jobs_name
-from orchestrator.cluster.job_types import get_job_type
-from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
+from actors.catalog import JOB_TYPES
+from actors.naming import CLUSTER_STORE, jobs_name, lookup, root_cause
 from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
+from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 
 REPORT_TIMEOUT_S = 30.0
 
@@ -26,7 +26,7 @@ class RayJobContext:
         self.games = games
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.stop_seen = False
-        self._supervisor = ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)
+        self._supervisor = lookup(jobs_name(node_id))
 
     def report(self, progress: dict[str, Any]) -> bool:
         try:
@@ -43,16 +43,16 @@ class RayJobContext:
 
     def register_model(self, doc: dict[str, Any], epoch: int, writer: str) -> dict[str, Any]:
         """Write a model record under the commissioning leader's epoch; Conflict once it is stale."""
-        store = ray.get_actor(CLUSTER_STORE, namespace=NAMESPACE)
+        store = lookup(CLUSTER_STORE)
         try:
             return ray.get(store.write.remote(REGISTRY_KIND, doc["model_id"], doc, epoch, writer), timeout=REPORT_TIMEOUT_S)
         except ray.exceptions.RayTaskError as exc:
-            raise exc.cause if isinstance(exc.cause, Exception) else exc from None
+            raise root_cause(exc) from None
 
 
 def load_registered(model_id: str, data_dir: str | Path | None, device: str = "cpu") -> Any:
     """What `AgentContext.load_model` returns for a model in the registry (see orchestrator.learn.registry)."""
-    store = ray.get_actor(CLUSTER_STORE, namespace=NAMESPACE)
+    store = lookup(CLUSTER_STORE)
     doc = ray.get(store.read.remote(REGISTRY_KIND, model_id), timeout=REPORT_TIMEOUT_S)
     if doc is None:
         raise ValueError(f"model {model_id!r} is not in the model registry")
@@ -62,7 +62,7 @@ def load_registered(model_id: str, data_dir: str | Path | None, device: str = "c
 @ray.remote(max_retries=0)
 def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str,
             games: GameCatalog) -> dict[str, Any]:
-    kind = get_job_type(job_type)
+    kind = JOB_TYPES.get(job_type)
     ctx = RayJobContext(job_id, node_id, attempt, data_dir, games)
     # The first report marks the job running the moment its task starts, so a task that then
     # goes silent shows as stuck; a stop that arrived while it was queued ends it here.

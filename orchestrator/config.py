@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     dead_after_s: float = Field(30.0, gt=0)  # silent this long: dead
     retire_after_s: float = Field(3600.0, gt=0)  # offline this long: retired (sticky)
     stuck_after_s: float = Field(300.0, gt=0)  # a running job silent this long is stuck
+    recent_jobs_in_status: int = Field(20, ge=0, le=10_000)  # finished jobs in heartbeats and /status
+    job_history_max_age_s: float = Field(7 * 86400.0, gt=0)  # finished jobs older than this are deleted
     view_refresh_s: float = Field(0.5, gt=0)  # how stale the gateway's cached view may be
     actor_call_timeout_s: float = Field(30.0, gt=0)
 

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from orchestrator.cluster.jobs import JobState
+
 NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 JOB_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -146,6 +148,21 @@ class StartJobRequest(ApiModel):
 
 class JobIdRequest(ApiModel):
     job_id: str = Field(pattern=JOB_ID)
+
+
+class JobsQuery(RequestModel):
+    state: JobState | None = Field(None, description="only jobs in this state")
+    limit: int = Field(100, ge=1, le=1000, description="at most this many jobs, newest first")
+    after: str | None = Field(None, min_length=1, max_length=256,
+                              description="cursor: the previous page's next_after (a position, not a job id)")
+    node_id: str | None = Field(None, pattern=NODE_ID, description="whose jobs; default this node")
+
+
+class JobsPageResponse(ApiModel):
+    status: Literal["success"] = "success"
+    node_id: str
+    jobs: list[dict[str, Any]]
+    next_after: str | None = Field(description="pass as after for the next page; null on the last page")
 
 
 class CleanupRequest(ApiModel):

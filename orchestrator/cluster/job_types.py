@@ -1,12 +1,13 @@
-"""The registry of job types. Later capabilities add theirs here (self-play, training, ...).
+"""What a job type is. The catalogue of job types is wired together above this package (the actors
+layer), so nothing here names a workload.
 
-A job type is pure Python: it validates its config with a pydantic model and runs with a
-`JobContext`, which is how it reports progress and learns that it should stop. The Ray task
-that hosts it lives in `actors/tasks.py`; nothing here knows about Ray.
+A job type is pure Python: it validates its config with a pydantic model (given the node's game
+catalogue as validation context) and runs with a `JobContext`, which is how it reports progress
+and learns that it should stop. The Ray task that hosts it lives in the actors layer; nothing here
+knows about Ray.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -14,14 +15,6 @@ from typing import Any, Callable, Protocol
 from pydantic import BaseModel
 
 from orchestrator.play.games import GameCatalog
-
-# job_type -> "module:attribute" of its JobType; imported on first use so a node pays only for what it runs.
-_REGISTRY: dict[str, str] = {
-    "benchmark": "orchestrator.cluster.benchmark_job:BENCHMARK",
-    "selfplay": "orchestrator.play.selfplay:SELFPLAY",
-    "training": "orchestrator.learn.jobs:TRAINING",
-    "nnue_training": "orchestrator.learn.jobs:NNUE_TRAINING",
-}
 
 
 class JobContext(Protocol):
@@ -45,11 +38,9 @@ class JobType:
     num_cpus: float = 1.0
 
 
-def known_job_types() -> list[str]:
-    return sorted(_REGISTRY)
+class JobTypeCatalog(Protocol):
+    def names(self) -> list[str]:
+        """The known job type names, sorted."""
 
-
-def get_job_type(name: str) -> JobType:
-    """Raises KeyError for an unknown name."""
-    module_name, attribute = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    def get(self, name: str) -> JobType:
+        """The job type; KeyError for an unknown name."""

@@ -104,12 +104,21 @@ class Job:
         self.worker_pid = worker_pid or self.worker_pid
         return self.stop_requested
 
-    def request_stop(self, now: float) -> None:
+    def _refuse_if_finished(self, action: str) -> None:
         if self.state in FINISHED:
-            raise Conflict(f"job {self.job_id!r} already finished ({self.state.value})")
+            raise Conflict(f"cannot {action} job {self.job_id!r}: it is already {self.state.value}",
+                           job_id=self.job_id, state=self.state.value)
+
+    def request_stop(self, now: float) -> None:
+        self._refuse_if_finished("stop")
         self.stop_requested = True
         if self.state is not JobState.STOPPING:
             self.move(JobState.STOPPING, now)
+
+    def kill(self, now: float, error: str) -> None:
+        """End the current attempt as killed; Conflict (naming the state) once the job has finished."""
+        self._refuse_if_finished("kill")
+        self.move(JobState.KILLED, now, error=error)
 
     def restart(self, now: float) -> None:
         self.move(JobState.PENDING, now)

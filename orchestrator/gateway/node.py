@@ -48,7 +48,7 @@ class NodeGateway:
     async def refresh(self) -> None:
         asked_at = time.monotonic()  # the view is as old as the question, not the answer
         snapshot, jobs, election = await asyncio.gather(self.call(self.actors.peer.snapshot.remote()),
-                                                        self.call(self.actors.jobs.list_jobs.remote()),
+                                                        self.call(self.actors.jobs.summaries.remote()),
                                                         self.call(self.actors.election.status.remote()))
         self._snapshot, self._jobs, self._election = snapshot, jobs, election
         self._refreshed_at = asked_at
@@ -106,7 +106,7 @@ class NodeGateway:
         }
 
     def cluster_jobs(self) -> list[dict[str, Any]]:
-        """This node's jobs in full, and the summaries other peers last heartbeated."""
+        """Summaries of this node's active and recent jobs, and the active ones other peers last heartbeated."""
         jobs = list(self._jobs)
         for peer in self._snapshot["peers"]:
             if not peer["is_self"]:

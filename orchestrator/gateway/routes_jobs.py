@@ -1,15 +1,15 @@
-"""Job management (seed section "Job Management"): start, stop, kill, restart stuck, cleanup."""
+"""Job management (seed section "Job Management"): start, stop, kill, status, history, restart stuck, cleanup."""
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
 
-from actors.bootstrap import jobs_actor
+from actors.naming import jobs_name, lookup, root_cause
 from orchestrator.errors import NotFound
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import (CleanupRequest, CleanupResponse, JobIdRequest, JobResponse, JobsListResponse,
-                                 StartJobRequest)
+                                 JobsPageResponse, JobsQuery, StartJobRequest)
 from orchestrator.sync.cleanup import CleanupPolicy, cleanup
 
 
@@ -22,19 +22,39 @@ async def start_job(node, args: StartJobRequest, request):
     return {"status": "success", "job_id": job_id, **reply}
 
 
+def _supervisor(node, node_id: str):
+    if node_id == node.node_id:
+        return node.actors.jobs
+    try:
+        return lookup(jobs_name(node_id))
+    except ValueError:
+        raise NotFound(f"node {node_id!r} has no job supervisor running", node_id=node_id) from None
+
+
+async def _knows(node, node_id: str, job_id: str) -> bool:
+    try:
+        await node.call(_supervisor(node, node_id).get.remote(job_id))
+    except Exception:  # noqa: BLE001 - a peer that does not know the job, or cannot answer, is not its owner
+        return False
+    return True
+
+
 async def _on_owner(node, job_id: str, method: str):
-    """Call `method` on the supervisor that owns the job: this node's, or the peer that reported it."""
+    """Call `method` on the supervisor that owns the job: this node's, else the peer whose heartbeat
+    carries it, else (a finished job is in heartbeats only while it is recent) the first peer that knows it."""
     try:
         return await node.call(getattr(node.actors.jobs, method).remote(job_id))
     except Exception as exc:
-        owner = next((j["node_id"] for j in node.cluster_jobs() if j["job_id"] == job_id), None)
-        if owner is None or owner == node.node_id or not isinstance(getattr(exc, "cause", exc), NotFound):
+        if not isinstance(root_cause(exc), NotFound):
             raise
-    try:
-        remote = jobs_actor(owner)
-    except ValueError:
-        raise NotFound(f"job {job_id!r} lives on {owner!r}, which is not reachable", job_id=job_id) from None
-    return await node.call(getattr(remote, method).remote(job_id))
+    heard = next((j["node_id"] for j in node.cluster_jobs() if j["job_id"] == job_id and j["node_id"] != node.node_id),
+                 None)
+    others = [heard] if heard else [p["node_id"] for p in node.peers() if not p["is_self"] and p["state"] != "retired"]
+    known = await asyncio.gather(*(_knows(node, other, job_id) for other in others))
+    owner = next((other for other, yes in zip(others, known) if yes), None)
+    if owner is None:
+        raise NotFound(f"unknown job {job_id!r}", job_id=job_id)
+    return await node.call(getattr(_supervisor(node, owner), method).remote(job_id))
 
 
 async def stop_job(node, args: JobIdRequest, request):
@@ -52,6 +72,13 @@ async def kill_job(node, args: JobIdRequest, request):
 async def job_status(node, args: JobIdRequest, request):
     job = await _on_owner(node, args.job_id, "get")
     return {"status": "success", "job_id": args.job_id, "job": job}
+
+
+async def list_jobs(node, args: JobsQuery, request):
+    node_id = args.node_id or node.node_id
+    state = None if args.state is None else args.state.value
+    page = await node.call(_supervisor(node, node_id).page.remote(state, args.limit, args.after))
+    return {"status": "success", "node_id": node_id, **page}
 
 
 async def restart_stuck(node, request):
@@ -79,8 +106,10 @@ ENDPOINTS = [
              args=JobIdRequest, response=JobResponse),
     Endpoint(("POST",), "/job/kill", kill_job, "Kill a job's task (SIGKILL through Ray)",
              args=JobIdRequest, response=JobResponse),
-    Endpoint(("GET",), "/job/status", job_status, "One job in full (?job_id=)", args=JobIdRequest,
-             response=JobResponse),
+    Endpoint(("GET",), "/job/status", job_status, "One job in full (?job_id=), running or finished, on any node",
+             args=JobIdRequest, response=JobResponse),
+    Endpoint(("GET",), "/jobs", list_jobs, "A node's jobs, newest first, a page at a time (?state=&limit=&after=)",
+             args=JobsQuery, response=JobsPageResponse),
     Endpoint(("POST",), "/restart_stuck_jobs", restart_stuck, "Kill and relaunch every stuck job (attempt + 1)",
              response=JobsListResponse),
     Endpoint(("POST",), "/cleanup", run_cleanup, "Remove expired temp files, partial downloads and old data",

@@ -28,8 +28,10 @@ def test_start_is_idempotent_and_stop_is_graceful(gateways):
     assert node.post("/stop_job", json={"job_id": "bench-1"}).json()["job"]["state"] == "stopping"
     job = wait_until(lambda: (j := node.job("bench-1"))["state"] == "stopped" and j, what="stopped")
     assert job["result"]["stopped_early"] is True and job["finished_at"] >= job["started_at"]
-    assert node.post("/stop_job", json={"job_id": "bench-1"}).status_code == 409
-    assert node.post("/job/kill", json={"job_id": "bench-1"}).status_code == 409
+    for path in ("/stop_job", "/job/kill"):
+        refused = node.post(path, json={"job_id": "bench-1"})
+        assert refused.status_code == 409 and refused.json()["state"] == "stopped", refused.text
+        assert "already stopped" in refused.json()["error"]
     assert node.post("/stop_job", json={"job_id": "nope"}).status_code == 404
     assert node.post("/job/kill", json={"job_id": "nope"}).status_code == 404
 
@@ -85,6 +87,40 @@ def test_jobs_on_another_node_are_visible_and_stoppable(gateways):
     stopped = a.post("/stop_job", json={"job_id": "bench-y"})
     assert stopped.status_code == 200
     wait_until(lambda: b.job("bench-y")["state"] == "stopped", what="remote stop")
+
+
+def test_history_is_windowed_paged_and_compacted(gateways):
+    history_s = 12.0
+    node = gateways.start("jobs-h", gateways.ray_node_id(1), recent_jobs_in_status=1, job_history_max_age_s=history_s)
+    killed = []
+    for i in range(3):  # killed while still pending: finished at once, no task needs to run
+        job_id = f"old-{i}"
+        node.post("/start_job", json={"job_id": job_id, "job_type": "benchmark", "config": LONG})
+        assert node.post("/job/kill", json={"job_id": job_id}).status_code == 200
+        killed.append(job_id)
+    node.post("/start_job", json={"job_id": "live", "job_type": "benchmark", "config": LONG})
+
+    in_status = [j["job_id"] for j in node.status()["jobs"]]
+    assert sorted(in_status) == ["live", "old-2"], "active jobs plus the one most recent finished job"
+    heartbeat = ray.get(node.actors.jobs.summaries.remote())  # what the peer actor heartbeats
+    assert sorted(j["job_id"] for j in heartbeat) == ["live", "old-2"]
+    assert node.job("old-0")["state"] == "killed", "a finished job outside the window is still queryable"
+
+    first = node.get("/jobs", params={"limit": 2}).json()
+    assert [j["job_id"] for j in first["jobs"]] == ["live", "old-2"] and first["next_after"]
+    rest = node.get("/jobs", params={"limit": 2, "after": first["next_after"]}).json()
+    assert [j["job_id"] for j in rest["jobs"]] == ["old-1", "old-0"] and rest["next_after"] is None
+    assert [j["job_id"] for j in node.get("/jobs", params={"state": "killed"}).json()["jobs"]] == killed[::-1]
+    for params, field in (({"after": "garbage"}, "after"), ({"limit": 0}, "limit"), ({"state": "asleep"}, "state"),
+                          ({"limt": 2}, "limt")):
+        bad = node.get("/jobs", params=params)
+        assert bad.status_code == 400 and field in bad.json()["error"], bad.text
+
+    gone = lambda: node.get("/job/status", params={"job_id": "old-0"}).status_code == 404  # noqa: E731
+    wait_until(gone, timeout_s=history_s + 15, what="finished jobs compacted after the history age")
+    assert node.get("/jobs", params={"state": "killed"}).json()["jobs"] == []
+    assert node.job("live")["state"] in ("pending", "running"), "an active job is never compacted"
+    node.post("/job/kill", json={"job_id": "live"})
 
 
 def _alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from orchestrator.cluster.job_types import get_job_type
+from actors.catalog import JOB_TYPES
 from orchestrator.nn.checkpoint import model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.games import BUILTIN, GameCatalog
@@ -175,7 +175,7 @@ def test_config_is_validated(bad):
 
 
 def test_selfplay_is_a_registered_job_type():
-    job_type = get_job_type("selfplay")
+    job_type = JOB_TYPES.get("selfplay")
     assert job_type.config_model is SelfplayConfig and job_type.run is run_selfplay and job_type.wants_gpu
 
 
