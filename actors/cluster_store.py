@@ -27,8 +27,11 @@ class ClusterStore:
     def highest_epoch(self) -> tuple[int, str | None]:
         return self.db.highest_epoch()
 
-    def begin_term(self, node_id: str, epoch: int) -> dict[str, Any]:
-        return self.db.begin_term(node_id, epoch)
+    def begin_term(self, node_id: str, epoch: int, voters_version: int | None = None) -> dict[str, Any]:
+        return self.db.begin_term(node_id, epoch, voters_version)
+
+    def epoch_holder(self, epoch: int) -> str | None:
+        return self.db.epoch_holder(epoch)
 
     def epoch_history(self) -> list[dict[str, Any]]:
         return self.db.epoch_history()
@@ -44,6 +47,15 @@ class ClusterStore:
 
     def setting_once(self, name: str, value: Any) -> Any:
         return self.db.setting_once(name, value)
+
+    def voters(self) -> dict[str, Any] | None:
+        return self.db.voters()
+
+    def form_voters(self, present: list[str]) -> dict[str, Any]:
+        return self.db.form_voters(present)
+
+    def change_voters(self, add: list[str], remove: list[str], *, epoch: int, writer: str) -> dict[str, Any]:
+        return self.db.change_voters(add, remove, epoch=epoch, writer=writer)
 
 
 def head_node_id() -> str:

@@ -93,9 +93,11 @@ class GatewayHarness:
 
     def start(self, node_id: str, ray_node_id: str, token: str | None = None, voters: list[str] | None = None,
               **overrides) -> TestNode:
-        """Start a node; every node of one test must be given the same `voters` (default: itself alone)."""
+        """Start a node; every node of one test must be given the same `voters` (default: itself alone;
+        `[]`: none configured, so the cluster records its own)."""
         port = free_port()
-        values = {**FAST_TIMINGS, "node_id": node_id, "port": port, "host": "127.0.0.1", "voters": voters or [node_id],
+        values = {**FAST_TIMINGS, "node_id": node_id, "port": port, "host": "127.0.0.1",
+                  "voters": [node_id] if voters is None else voters,
                   "data_dir": self.tmp_path / node_id, "auth_token": token, **overrides}
         settings = Settings(**values)
         actors = ensure_node_actors(settings, "127.0.0.1", port, ray_node_id)

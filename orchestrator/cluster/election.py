@@ -46,8 +46,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
-from orchestrator.cluster.lease import (REFUSED_HELD, REFUSED_NOT_A_VOTER, REFUSED_STALE_EPOCH, ElectionConfig,
-                                        LeaseRequest, MalformedMessage, Voter, epoch_field, float_field, str_field)
+from orchestrator.cluster.lease import (MAX_EPOCH, REFUSED_HELD, REFUSED_NOT_A_VOTER, REFUSED_STALE_EPOCH,
+                                        ElectionConfig, LeaseRequest, MalformedMessage, Voter, epoch_field, float_field, str_field)
 
 ELECTION = "election"
 LEASE = "lease"
@@ -417,6 +417,11 @@ class ElectionNode:
     # ----------------------------------------------------------------- leases
 
     def _start_campaign(self, now: float) -> list[Outgoing]:
+        if max(self._highest_epoch, self._epoch) >= MAX_EPOCH:
+            # Every epoch is spent: standing could only propose one that no store can hold.
+            self._become_follower(None, None)
+            self._listen_until = now + self.config.lease_ttl_s
+            return []
         self._highest_epoch = max(self._highest_epoch, self._epoch) + 1
         self._campaign = _Campaign(self._highest_epoch)
         self._role = Role.CANDIDATE

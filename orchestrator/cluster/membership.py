@@ -9,12 +9,19 @@ Lifecycle, by silence since the last heartbeat (or since an unretire):
     dead for retire_after_s or longer -> retired, which is sticky: a retired node gets no work and
     takes no part in elections until an operator unretires it.
 Ray's own view counts as evidence too: a peer whose Ray node is reported dead is dead at once.
+
+Addresses (where the gateway forwards leader-only calls, bearer token included) are not taken
+from heartbeats: a Ray-backed peer's address comes from its own actor (`set_address`, fed by the
+PeerActor from that actor's replies), and an HTTP peer's address is where its requests come from,
+set when it is first seen and changed only by a re-register from the new address (`http_address`).
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
+
+from orchestrator.errors import BadRequest, Conflict
 
 HOURS_S = 3600.0
 
@@ -83,26 +90,52 @@ class Membership:
         return sorted(self._peers.values(), key=lambda p: p.node_id)
 
     # --- events --------------------------------------------------------------------------
-    def heartbeat(self, node_id: str, *, host: str | None = None, port: int | None = None,
-                  ray_node_id: str | None = None, timestamp: float | None = None,
+    def heartbeat(self, node_id: str, *, timestamp: float | None = None,
                   resources: dict[str, Any] | None = None, jobs: list[dict[str, Any]] | None = None) -> Peer:
-        now = self._clock()
-        peer = self._peers.get(node_id)
-        if peer is None:
-            peer = self._peers[node_id] = Peer(node_id=node_id, first_seen=now)
-        peer.last_heartbeat = now
+        """`node_id` is alive; its address is not touched (see `set_address`, `http_address`)."""
+        peer = self._peer(node_id)
+        peer.last_heartbeat = self._clock()
         peer.sender_timestamp = timestamp
         peer.ray_dead = False
-        if host:
-            peer.host = host
-        if port:
-            peer.port = port
-        if ray_node_id:
-            peer.ray_node_id = ray_node_id
         if resources is not None:
             peer.resources = resources
         if jobs is not None:
             peer.jobs = jobs
+        return peer
+
+    def _peer(self, node_id: str) -> Peer:
+        peer = self._peers.get(node_id)
+        if peer is None:
+            peer = self._peers[node_id] = Peer(node_id=node_id, first_seen=self._clock())
+        return peer
+
+    def set_address(self, node_id: str, host: str, port: int, ray_node_id: str | None = None) -> Peer:
+        """The address as `node_id` itself reports it (its own actor): trusted, applied as is."""
+        peer = self._peer(node_id)
+        peer.host, peer.port = host, port
+        if ray_node_id:
+            peer.ray_node_id = ray_node_id
+        return peer
+
+    def http_address(self, node_id: str, *, source: str, claimed_host: str | None, port: int | None,
+                     register: bool) -> Peer:
+        """An HTTP heartbeat or register from `source` (the address the request came from).
+
+        A Ray-backed peer's address is never set this way (409). The address is `source`, never a
+        host the body claims: set on first sight, changed only by a register (400 when the body
+        claims another host than it comes from). A plain heartbeat never moves a known address.
+        """
+        peer = self._peers.get(node_id)
+        if peer is not None and peer.ray_node_id:
+            raise Conflict(f"{node_id} is a Ray node: its address comes from its own actor", node_id=node_id)
+        if register and claimed_host and claimed_host != source:
+            raise BadRequest(f"host: {claimed_host!r} is not the address this request comes from ({source})",
+                             field="host")
+        if peer is None or register or not peer.host:
+            peer = self._peer(node_id)
+            peer.host = source
+            if port:
+                peer.port = port
         return peer
 
     def mark_ray_dead(self, ray_node_ids: set[str]) -> list[Peer]:

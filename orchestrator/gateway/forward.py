@@ -20,8 +20,10 @@ async def forward_to_leader(node, request: web.Request) -> web.StreamResponse:
     leader = node.leader_id
     if leader is None:
         raise Unavailable("no leader known; retry when one is elected", leader_id=None)
+    # Only ever to the address the peer table holds for the leader (which heartbeats cannot move,
+    # see membership.py): the bearer token travels with the request.
     peer = node.peer(leader)
-    if peer is None or not peer["host"] or not peer["port"]:
+    if peer is None or peer["is_self"] or peer["state"] == "retired" or not peer["host"] or not peer["port"]:
         raise Unavailable(f"leader {leader} has no known address", leader_id=leader)
     if FORWARDED_HEADER in request.headers:
         raise Unavailable(f"forwarded by {request.headers[FORWARDED_HEADER]} but this node is not the leader",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import (ActionResponse, HeartbeatRequest, NodeIdRequest, PurgeResponse, PurgeStaleQuery,
-                                 RegisterRequest)
+                                 RegisterRequest, VotersChangeRequest, VotersResponse)
 
 HOURS_S = 3600.0
 
@@ -27,17 +27,25 @@ async def purge_stale(node, args: PurgeStaleQuery, request):
     return {"status": "success", "purged_count": len(purged), "purged_nodes": purged}
 
 
-async def heartbeat(node, args: HeartbeatRequest, request):
-    info = args.model_dump()
-    info["host"] = args.host or request.remote
-    reply = await node.call(node.actors.peer.receive_heartbeat.remote(info))
+async def _http_heartbeat(node, args: HeartbeatRequest, request, register: bool) -> dict:
+    reply = await node.call(node.actors.peer.http_heartbeat.remote(args.model_dump(), request.remote, register))
     return {"status": "success", "node_id": node.node_id, "leader_id": node.leader_id, "peer": reply["peer"]}
 
 
+async def heartbeat(node, args: HeartbeatRequest, request):
+    return await _http_heartbeat(node, args, request, register=False)
+
+
 async def register(node, args: RegisterRequest, request):
-    reply = await heartbeat(node, args, request)
+    reply = await _http_heartbeat(node, args, request, register=True)
     await node.refresh()
     return {**reply, "peers": node.peers()}
+
+
+async def voters(node, args: VotersChangeRequest, request):
+    changed = await node.call(node.actors.election.change_voters.remote(args.add, args.remove))
+    await node.refresh()
+    return {"status": "success", **changed}
 
 
 ENDPOINTS = [
@@ -47,6 +55,11 @@ ENDPOINTS = [
              response=PurgeResponse),
     Endpoint(("GET", "POST"), "/admin/purge_stale", purge_stale, "Remove peers silent for max_age_hours",
              args=PurgeStaleQuery, response=PurgeResponse),
-    Endpoint(("POST",), "/heartbeat", heartbeat, "Heartbeat from a peer (keeps it alive)", args=HeartbeatRequest),
-    Endpoint(("POST",), "/register", register, "Register a peer; answers with the known peers", args=RegisterRequest),
+    Endpoint(("POST",), "/heartbeat", heartbeat, "Heartbeat from a non-Ray peer (keeps it alive; never moves "
+             "a known address)", args=HeartbeatRequest),
+    Endpoint(("POST",), "/register", register, "Register a non-Ray peer at the address the request comes from; "
+             "answers with the known peers", args=RegisterRequest),
+    Endpoint(("POST",), "/admin/voters", voters, "Add or remove voters of a cluster whose voters were recorded at "
+             "formation (the leader steps down, then records the change)", args=VotersChangeRequest,
+             response=VotersResponse, leader_only=True),
 ]

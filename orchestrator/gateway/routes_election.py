@@ -34,7 +34,10 @@ async def coordinator(node, args: CoordinatorRequest, request):
     reply = await _ask(node, "coordinator", args.model_dump())
     if reply["accepted"]:
         return {"status": "success", **reply}
-    return error_response(409, f"stale epoch {args.epoch}: this node follows epoch {reply['epoch']}", **reply)
+    why = {"stale_epoch": f"stale epoch {args.epoch}: this node follows epoch {reply['epoch']}",
+           "unknown_leader": f"{args.leader_id} is neither a voter nor a known peer",
+           "unregistered_epoch": f"the cluster store has not registered epoch {args.epoch} for {args.leader_id}"}
+    return error_response(409, why[reply["reason"]], **reply)
 
 
 async def election_status(node, request):
@@ -47,7 +50,8 @@ ENDPOINTS = [
     Endpoint(("POST",), "/election/lease", lease, "Ask this voter for a leader lease (409 when held)",
              args=LeaseRequestBody, response=LeaseGranted),
     Endpoint(("GET",), "/election/grant", grant, "This voter's current grant", response=GrantStatus),
-    Endpoint(("POST",), "/coordinator", coordinator, "A leader announces itself (409 for a stale epoch)",
+    Endpoint(("POST",), "/coordinator", coordinator, "A leader announces itself (409: stale epoch, unknown "
+             "leader, or an epoch the cluster store did not register for it)",
              args=CoordinatorRequest),
     Endpoint(("GET",), "/election/status", election_status, "This node's role, epoch, voters and quorum",
              response=ElectionStatus),

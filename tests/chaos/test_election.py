@@ -93,7 +93,8 @@ def test_a_paused_leader_is_fenced_and_steps_down(gateways):
 
 def test_a_cut_off_node_never_leads(gateways):
     voters = ["el-i", "el-j", "el-k"]
-    nodes = [gateways.start(v, gateways.ray_node_id(i), voters=voters) for i, v in enumerate(voters)]
+    nodes = [gateways.start(v, gateways.ray_node_id(i), voters=voters, fault_injection=True)
+             for i, v in enumerate(voters)]
     _one_leader(nodes)
     lonely, rest = nodes[2], nodes[:2]
     ray.get(lonely.actors.election.isolate.remote([n.node_id for n in rest]))

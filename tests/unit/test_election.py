@@ -457,3 +457,12 @@ def test_a_voter_change_ends_a_leadership_and_moves_the_quorum():
     # A voter added again never grants below what this node has seen.
     node.set_voters(["b", "solo"], 7.0)
     assert node.on_request(LEASE, lease("b", "L", 1), 7.0).reply["reason"] == REFUSED_STALE_EPOCH
+
+
+def test_a_node_that_has_seen_the_last_epoch_never_proposes_beyond_it():
+    config = ElectionConfig(voters=("solo",), lease_ttl_s=TTL_S, election_timeout_s=1.0)
+    node = ElectionNode("solo", config, eligible={"solo"}, now=0.0)
+    node.observe_epoch(MAX_EPOCH, 0.0)
+    for step in range(50):
+        assert node.tick(float(step)).messages == ()
+    assert node.role is Role.FOLLOWER and node.highest_epoch == MAX_EPOCH

@@ -2,7 +2,7 @@
 import pytest
 
 from orchestrator.cluster.fencing import ClusterDB
-from orchestrator.errors import Conflict
+from orchestrator.errors import BadRequest, Conflict
 
 
 @pytest.fixture
@@ -42,3 +42,46 @@ def test_only_the_current_term_writes(db, tmp_path):
 def test_settings_first_writer_wins(db):
     assert db.setting_once("voters", ["a", "b"]) == ["a", "b"]
     assert db.setting_once("voters", ["c"]) == ["a", "b"]
+
+
+def test_a_null_setting_is_refused_so_a_later_value_is_still_recorded(db):
+    with pytest.raises(BadRequest):
+        db.setting_once("voters", None)
+    assert db.setting_once("voters", ["a"]) == ["a"]
+
+
+@pytest.mark.parametrize("epoch", [0, -1, 2**63, 1180591620717411303424, True, "7"])
+def test_epochs_outside_64_bits_are_bad_requests_not_crashes(db, epoch):
+    for call in (lambda: db.begin_term("a", epoch), lambda: db.epoch_holder(epoch),
+                 lambda: db.write("k", "v", {}, epoch=epoch, writer="a")):
+        with pytest.raises(BadRequest) as bad:
+            call()
+        assert bad.value.extra["field"] == "epoch"
+    assert db.begin_term("a", 2**63 - 1)["created"] is True
+    assert db.epoch_holder(2**63 - 1) == "a" and db.epoch_holder(5) is None
+
+
+def test_voters_are_recorded_once_and_read_back(db):
+    assert db.voters() is None
+    assert db.form_voters(["b", "a"]) == {"voters": ["a", "b"], "version": 1}
+    assert db.form_voters(["c"]) == {"voters": ["a", "b"], "version": 1}, "a later node reads the record"
+    assert db.voters() == {"voters": ["a", "b"], "version": 1}
+
+
+def test_only_the_newest_term_changes_voters_and_a_term_begins_only_under_the_recorded_set(db):
+    db.form_voters(["a"])
+    with pytest.raises(Conflict):
+        db.change_voters(["b"], [], epoch=1, writer="a")  # no term begun
+    db.begin_term("a", 1, voters_version=1)
+    assert db.change_voters(["b", "c"], [], epoch=1, writer="a") == {"voters": ["a", "b", "c"], "version": 2}
+    assert db.change_voters(["b"], [], epoch=1, writer="a")["version"] == 2, "a retry changes nothing"
+    with pytest.raises(Conflict) as stale:
+        db.begin_term("b", 2, voters_version=1)
+    assert stale.value.extra["voters_version"] == 2
+    db.begin_term("c", 3, voters_version=2)
+    with pytest.raises(Conflict):
+        db.change_voters([], ["c"], epoch=1, writer="a")  # a deposed leader
+    with pytest.raises(BadRequest):
+        db.change_voters([], ["a", "b", "c"], epoch=3, writer="c")
+    assert db.change_voters([], ["a"], epoch=3, writer="c") == {"voters": ["b", "c"], "version": 3}
+    assert db.begin_term("b", 4)["created"], "configured voters (no version) are not checked"

@@ -1,5 +1,8 @@
 """The membership state machine on a hand-driven clock."""
+import pytest
+
 from orchestrator.cluster.membership import ClusterHealth, Membership, MembershipConfig, cluster_health
+from orchestrator.errors import BadRequest, Conflict
 
 
 class Clock:
@@ -18,7 +21,7 @@ def _membership():
 def test_silence_moves_a_peer_through_every_state():
     members, clock = _membership()
     members.heartbeat("me")
-    peer = members.heartbeat("b", host="h", port=1)
+    peer = members.heartbeat("b")
     seen = []
     for _ in range(12):
         members.tick()
@@ -47,8 +50,10 @@ def test_retired_is_sticky_until_unretired_and_unretire_restarts_the_clock():
 
 def test_ray_evidence_marks_dead_at_once_and_a_heartbeat_revives():
     members, _ = _membership()
-    peer = members.heartbeat("b", ray_node_id="r1")
-    members.heartbeat("me", ray_node_id="r0")
+    peer = members.set_address("b", "h", 1, ray_node_id="r1")
+    members.heartbeat("b")
+    members.set_address("me", "h0", 2, ray_node_id="r0")
+    members.heartbeat("me")
     assert members.mark_ray_dead({"r1", "r0"}) == [peer]
     assert members.state(peer).value == "dead" and members.state(members.get("me")).value == "alive"
     members.heartbeat("b")
@@ -70,7 +75,8 @@ def test_purges_never_remove_self():
 
 def test_records_round_trip():
     members, clock = _membership()
-    members.heartbeat("b", host="h", port=7, resources={"cpu": 2}, jobs=[{"job_id": "j", "state": "running"}])
+    members.set_address("b", "h", 7)
+    members.heartbeat("b", resources={"cpu": 2}, jobs=[{"job_id": "j", "state": "running"}])
     clock.now += 200
     members.tick()
     again = Membership("me", members.config, clock)
@@ -85,3 +91,32 @@ def test_cluster_health_rule():
     assert cluster_health(["alive", "dead", "dead"], "me", 0) is ClusterHealth.CRITICAL
     assert cluster_health(["alive", "retired", "retired"], "me", 0) is ClusterHealth.HEALTHY
     assert cluster_health(["alive"], None, 0) is ClusterHealth.CRITICAL
+
+
+def test_a_heartbeat_never_moves_an_address():
+    members, _ = _membership()
+    members.set_address("leader", "10.0.0.1", 8770, ray_node_id="r1")
+    members.heartbeat("leader", resources={"cpu": 1})
+    assert (members.get("leader").host, members.get("leader").port) == ("10.0.0.1", 8770)
+
+
+def test_a_ray_peer_address_cannot_be_claimed_over_http():
+    members, _ = _membership()
+    members.set_address("leader", "10.0.0.1", 8770, ray_node_id="r1")
+    for register in (False, True):
+        with pytest.raises(Conflict):
+            members.http_address("leader", source="10.6.6.6", claimed_host=None, port=80, register=register)
+    assert (members.get("leader").host, members.get("leader").port) == ("10.0.0.1", 8770)
+
+
+def test_an_http_peer_moves_only_by_registering_from_its_new_address():
+    members, _ = _membership()
+    peer = members.http_address("ext", source="10.0.0.9", claimed_host=None, port=9000, register=False)
+    assert (peer.host, peer.port) == ("10.0.0.9", 9000), "first sight sets it"
+    members.http_address("ext", source="10.6.6.6", claimed_host="10.6.6.6", port=80, register=False)
+    assert (peer.host, peer.port) == ("10.0.0.9", 9000), "a heartbeat from elsewhere moves nothing"
+    with pytest.raises(BadRequest) as bad:
+        members.http_address("ext", source="10.6.6.6", claimed_host="10.0.0.7", port=80, register=True)
+    assert bad.value.extra["field"] == "host" and (peer.host, peer.port) == ("10.0.0.9", 9000)
+    members.http_address("ext", source="10.0.0.7", claimed_host=None, port=9001, register=True)
+    assert (peer.host, peer.port) == ("10.0.0.7", 9001), "a re-register from the new address moves it"
