@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     max_clock_drift: float = Field(0.05, ge=0, lt=1)  # rate by which two nodes' clocks may differ
     lease_safety_margin_s: float = Field(0.5, ge=0)
     formation_window_s: float = Field(10.0, ge=0)  # how long the first node gathers peers as voters
+    fault_injection: bool = False  # test hooks (ElectionActor.isolate) work only with this on
     games: dict[str, str] = Field(default_factory=dict)  # extra board_type -> OpenSpiel game string
     max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
     # The board_type whose continuous improvement pipeline `start` launches once a leader is known
