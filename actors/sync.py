@@ -24,7 +24,6 @@ from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, lookup, peer_
 from orchestrator.config import Settings
 from orchestrator.errors import ApiError, NotFound
 from orchestrator.learn.registry import REGISTRY_KIND, ModelUnavailable
-from orchestrator.play.selfplay import job_directory
 from orchestrator.store import NodeStore, node_db_path
 from orchestrator.sync.manifest import FileEntry, cache_of, entry_for, scan
 from orchestrator.sync.plan import PRIORITY_TRAINING, plan_transfers
@@ -393,6 +392,7 @@ def fetch_model_file(node_id: str, model_id: str) -> dict[str, Any]:
 def gather_selfplay(node_id: str, job_id: str, attempt: int, board_type: str) -> dict[str, Any]:
     """Before a training job on `node_id` reads its window: every self-play file of `board_type` that
     another alive node holds is copied here (verified). Returns the sources, for the run's lineage."""
+    from orchestrator.play.selfplay import job_directory  # torch comes with it: this runs in the job's process only
     tree = job_directory(Path("."), board_type, "_").parent.as_posix()
     try:
         return ray.get(lookup(sync_name(node_id)).gather.remote([f"{tree}/**"], f"gather-{job_id}-{attempt}"),

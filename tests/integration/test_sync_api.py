@@ -138,6 +138,16 @@ def test_planned_sync_copies_only_what_differs_resumes_and_replaces_corrupt_copi
     nothing = _ask(c, "/sync/start", {"patterns": ["selfplay/**"]}).json()
     assert nothing["files_total"] == 0 and nothing["skipped"] == 9
 
+    # training data for one board goes to the training node only
+    fresh = os.urandom(4096)
+    _write(a, "selfplay/connect_four/j9/games.jsonl", fresh)
+    training = _ask(c, "/sync/training", {"board_type": "connect_four", "node_id": "sy-b"})
+    assert training.status_code == 200, training.text
+    assert (training.json()["files_total"], list(training.json()["targets"])) == (1, ["sy-b"])
+    assert _finished(a, training.json()["sync_id"])["state"] == "done"
+    assert (b.settings.node_dir() / "selfplay/connect_four/j9/games.jsonl").read_bytes() == fresh
+    assert not (c.settings.node_dir() / "selfplay/connect_four").exists()
+
     _bit_rot_at_the_source_is_detected_and_reported(a, b)
     _bad_requests(a)
 
