@@ -174,6 +174,11 @@ class PipelineActor:
                 pass  # never started, or already finished
         elif isinstance(action, pl.StartTest):
             self._start_test(action.spec, epoch)
+        elif isinstance(action, pl.StopTest):
+            try:
+                _call(lookup(TOURNAMENT_ACTOR).cancel_abtest.remote(action.test_id, epoch))
+            except NotFound:
+                pass  # never created
         elif isinstance(action, pl.InitBaseline):
             self._init_baseline(node_id, action)
         elif isinstance(action, pl.LedgerEvent):

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--insecure", action="store_true", default=None,
                        help="serve beyond loopback without an auth token")
     start.add_argument("--no-dashboard", dest="ray_dashboard", action="store_false", default=None)
+    start.add_argument("--no-pipeline", dest="autostart_pipeline", action="store_const", const="", default=None,
+                       help="do not start the continuous improvement pipeline (autostart_pipeline)")
     return parser
 
 
@@ -56,6 +58,10 @@ async def _serve(settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     restart.install(lambda: loop.call_soon_threadsafe(stop.set))  # a code update stops serving, then re-execs
+    if settings.autostart_pipeline:
+        from orchestrator.gateway.routes_pipeline import autostart
+
+        loop.create_task(autostart(settings))
     try:
         await stop.wait()
     finally:

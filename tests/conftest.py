@@ -10,6 +10,7 @@ import os
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["P2P_AUTOSTART_PIPELINE"] = ""  # nodes started by tests (and their CLI subprocesses) run no pipeline
 os.environ.setdefault("RAY_health_check_period_ms", "1000")
 os.environ.setdefault("RAY_health_check_timeout_ms", "1000")
 os.environ.setdefault("RAY_health_check_failure_threshold", "3")

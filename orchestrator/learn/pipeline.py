@@ -36,7 +36,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model
 
 from orchestrator.errors import BadRequest, Conflict, NotFound
 from orchestrator.learn import gating as gates
-from orchestrator.learn.jobs import MODEL_ID, NODE_ID, PolicyValueJobConfig
+from orchestrator.learn.jobs import NODE_ID, PolicyValueJobConfig
 from orchestrator.models import RequestModel
 from orchestrator.play.agents import parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
@@ -165,6 +165,11 @@ class StartTest:
 
 
 @dataclass(frozen=True)
+class StopTest:
+    test_id: str
+
+
+@dataclass(frozen=True)
 class LedgerEvent:
     """Apply one ledger change (gates.promote / record_check / rollback) under `event_id`."""
     kind: str  # "promote", "check", "rollback"
@@ -179,7 +184,7 @@ class Archive:
     model_id: str
 
 
-Action = StartJob | StopJob | InitBaseline | StartTest | LedgerEvent | Archive
+Action = StartJob | StopJob | InitBaseline | StartTest | StopTest | LedgerEvent | Archive
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -506,7 +511,7 @@ def complete_phase(run: Mapping[str, Any], cycle_id: str, phase: str, result: Ma
 def cancel(run: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Action]]:
     if run["state"] != "running":
         return dict(run), []
-    stops = [StopJob(job_id) for job_id in job_ids(run)]
+    stops = [StopJob(job_id) for job_id in job_ids(run)] + [StopTest(test_id) for test_id in test_ids(run)]
     cycles = [{**c, "phase": "cancelled", "finished_at": now} if c["phase"] not in TERMINAL_CYCLE else dict(c)
               for c in run["cycles"]]
     return {**run, "cycles": cycles, "state": "cancelled", "finished_at": now}, stops

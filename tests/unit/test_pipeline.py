@@ -242,13 +242,15 @@ def test_phase_reports_from_a_worker():
     assert none == [] and again == run, "a retried report changes nothing"
 
 
-def test_cancel_stops_the_running_jobs():
+def test_cancel_stops_the_running_jobs_and_tests():
     fake = FakeWorld()
     run = pl.new_run("r8", "pipeline", _request(cycles=2), "home", now=0.0)
     run, _ = _step(run, fake, 1.0)
     run, actions = pl.cancel(run, 2.0)
     assert run["state"] == "cancelled" and actions == [pl.StopJob("r8-c1-selfplay-1")]
     assert pl.advance(run, fake.world(run), 3.0)[1] == []
+    gating_run, _ = _through_training(pl.new_run("r9", "improvement", _request(cycles=1), "home", now=0.0), fake, 4.0)
+    assert pl.cancel(gating_run, 9.0)[1] == [pl.StopTest("r9-c1-gate-1")]
 
 
 def test_requests_validate_training_and_gating_sub_objects():
