@@ -5,14 +5,14 @@ bound handling keeps every sample inside it) and candidates are decoded to real 
 `sigma0` means the same thing for every parameter whatever its range.
 
 What survives a failure: everything. `to_record()` is plain JSON (the cma strategy pickled to
-base64, its random generator inside it), the `CMAESActor` writes it to the cluster store after
-every change, and `from_record()` continues exactly where the record left off: a candidate
+base64, its random generator inside it), its owner writes it to the cluster store after every
+change, and `from_record()` continues exactly where the record left off: a candidate
 evaluated before the crash is not asked for again, one that was dispatched but never answered
 comes back from `overdue()` under the same id, and no fitness is ever made up. Submissions are
 idempotent: a late duplicate of an evaluation (a re-dispatched task that finished twice) is
 reported as a duplicate and never counted twice.
 
-`play_fitness_match` is what a Ray evaluation task runs: paired games from seeded random
+`play_fitness_match` is what an evaluation task runs: paired games from seeded random
 openings, colours swapped within each pair, scored as the candidate's mean points. An evaluation
 from outside the cluster is taken only by a run made for external workers, as a wins/draws/losses
 breakdown of exactly the run's games (`external_outcome`); its fitness is derived, never trusted.
@@ -461,7 +461,7 @@ class CMAESRun:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> CMAESRun:
         """Inverse of `to_record`. The record comes from the cluster store, which only the
-        fenced CMA-ES actor writes, so unpickling it is unpickling our own bytes."""
+        fenced owner of the run writes, so unpickling it is unpickling our own bytes."""
         if record.get("version") != RECORD_VERSION:
             raise _bad("version", f"unsupported CMA-ES record version {record.get('version')!r}")
         config = CMAESConfig.from_dict(record["config"])
@@ -536,7 +536,7 @@ class Tunable:
     """What CMA-ES may tune for one agent kind: `params` is {name: (low, high, default)}, and
     `build(spec, ctx, values)` makes the agent (an `AgentSpec` and an `AgentContext` of
     `orchestrator.play.agents`) with `values` for those names. The catalogue of tunables, by agent
-    kind, is wired where the agents are (the actors layer) and handed in."""
+    kind, is wired by the caller, where agents are wired together, and handed in."""
 
     params: Mapping[str, tuple[float, float, float]]
     build: Callable[[Any, Any, dict[str, float]], Any]
@@ -635,7 +635,7 @@ def play_fitness_match(board_type: str, candidate_agent_factory: AgentFactory, b
 
 def evaluate_candidate(config: CMAESConfig, candidate: Candidate, tunables: Tunables, *,
                        load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> Outcome:
-    """What a Ray evaluation task runs for one candidate: its fitness match."""
+    """What an evaluation task runs for one candidate: its fitness match."""
     factory = candidate_factory(config, candidate.params, tunables, load_model=load_model, device=device)
     return play_fitness_match(config.board_type, factory, config.baseline, config.games_per_candidate,
                               evaluation_seed(config, candidate.generation), opening_plies=config.opening_plies,
