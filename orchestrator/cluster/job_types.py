@@ -1,10 +1,10 @@
-"""What a job type is. The catalogue of job types is wired together above this package (the actors
-layer), so nothing here names a workload.
+"""What a job type is. The catalogue of job types is wired together above this package, so nothing
+here names a workload.
 
 A job type is pure Python: it validates its config with a pydantic model (given the node's game
 catalogue as validation context) and runs with a `JobContext`, which is how it reports progress
-and learns that it should stop. The Ray task that hosts it lives in the actors layer; nothing here
-knows about Ray.
+and learns that it should stop. Whatever hosts it (a Ray task in production) lives above this
+package; nothing here knows about Ray.
 """
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-ACTIVE_STATES = ("pending", "running", "stopping")
+from orchestrator.cluster.jobs import ACTIVE
+
+ACTIVE_STATES = frozenset(state.value for state in ACTIVE)
 
 
 def active_jobs(peer: dict[str, Any], job_type: str | None = None) -> int:
