@@ -150,8 +150,11 @@ class JobIdRequest(ApiModel):
     job_id: str = Field(pattern=JOB_ID)
 
 
+JobStateName = Literal[tuple(state.value for state in JobState)]  # inline enum: query parameters carry no $defs
+
+
 class JobsQuery(RequestModel):
-    state: JobState | None = Field(None, description="only jobs in this state")
+    state: JobStateName | None = Field(None, description="only jobs in this state")
     limit: int = Field(100, ge=1, le=1000, description="at most this many jobs, newest first")
     after: str | None = Field(None, min_length=1, max_length=256,
                               description="cursor: the previous page's next_after (a position, not a job id)")

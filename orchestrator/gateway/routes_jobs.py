@@ -76,8 +76,7 @@ async def job_status(node, args: JobIdRequest, request):
 
 async def list_jobs(node, args: JobsQuery, request):
     node_id = args.node_id or node.node_id
-    state = None if args.state is None else args.state.value
-    page = await node.call(_supervisor(node, node_id).page.remote(state, args.limit, args.after))
+    page = await node.call(_supervisor(node, node_id).page.remote(args.state, args.limit, args.after))
     return {"status": "success", "node_id": node_id, **page}
 
 
