@@ -6,7 +6,7 @@ evidence (the SPRT numbers of the A/B test that decided it). Events carry ids, s
 same event twice (a retry after a crash, a new leader repeating its predecessor's last step) is
 a no-op. The ledger is the truth; model records' `status` fields mirror it (`desired_statuses`).
 
-Decisions, from an A/B test's status (the TournamentActor's `abtest_status`):
+Decisions, from an A/B test's status (its SPRT state: decision, llr, bounds, games, state):
     promotion       H1 accepted: promote; H0 accepted, or `max_games` reached or the test
                     cancelled without a decision: discard (no evidence that it is stronger).
     non-regression  H0 accepted (the new best is weaker than the previous one by the test's
@@ -75,7 +75,7 @@ class GatingConfig(RequestModel):
         return SprtParams(self.regression_elo0, self.regression_elo1, self.alpha, self.beta, self.elo_model)
 
     def abtest_spec(self, test_id: str, board_type: str, agent_a: str, agent_b: str, regression: bool) -> dict:
-        """What `TournamentActor.create_abtest` takes; agent_a is the newer model."""
+        """The A/B test to create (test id, agents, SPRT parameters); agent_a is the newer model."""
         params = self.regression_sprt() if regression else self.promotion_sprt()
         return {"test_id": test_id, "agent_a": agent_a, "agent_b": agent_b, "board_type": board_type,
                 "elo0": params.elo0, "elo1": params.elo1, "alpha": params.alpha, "beta": params.beta,

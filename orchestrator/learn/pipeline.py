@@ -470,7 +470,7 @@ _STEPS = {"selfplay": _selfplay, "queued": _queued, "training": _training, "gati
 
 def complete_phase(run: Mapping[str, Any], cycle_id: str, phase: str, result: Mapping[str, Any],
                    models: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Action]]:
-    """A phase worker reports that a phase is done (`POST /improvement/phase_complete`).
+    """A phase worker reports that a phase is done (a phase worker's report).
 
     selfplay: `{"games": n}` (the games are in the home node's data directory); training:
     `{"model_id": id, "loss"?: x}` for a registered model of the run's board_type. Gating is

@@ -1,12 +1,12 @@
 """Trends of improvement runs and the model leaderboard, computed from stored runs and ledgers.
 
-Pure functions over documents the PipelineActor keeps in the cluster store, so every view can be
+Pure functions over the stored run and ledger documents, so every view can be
 recomputed after any failure. Two kinds of Elo appear, and are named apart:
     elo_delta  one cycle's gating estimate of candidate minus best (from its SPRT games)
     elo_chain  the sum of the elo_delta of every promotion that is still in the best's lineage
                (a rolled-back promotion adds nothing); a quick trend, not a rating
 Ratings proper (Bradley-Terry over every stored evaluation game, with 95% intervals) come from
-the TournamentActor's table and are what the leaderboard shows.
+the evaluation rating table and are what the leaderboard shows.
 """
 from __future__ import annotations
 

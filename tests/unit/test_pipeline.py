@@ -264,3 +264,34 @@ def test_requests_validate_training_and_gating_sub_objects():
         pl.ImprovementRequest(gating={"alpha": 2})
     with pytest.raises(ValueError, match="board_type"):
         pl.ImprovementRequest(board_type="openspiel:kuhn_poker")
+
+
+def test_trends_and_leaderboard_follow_the_cycles_and_the_ledger():
+    from orchestrator.learn import trends
+
+    fake = FakeWorld()
+    run = pl.new_run("t1", "improvement", _request(cycles=2), "home", now=0.0)
+    run, first = _through_training(run, fake, 1.0)
+    fake.decide(pl.gating_test_id(_current(run)), "H1")
+    for now in (5.0, 6.0):
+        run, _ = _step(run, fake, now)
+    fake.decide(pl.regression_test_id(_current(run)), "H1")
+    for now in (7.0, 8.0):
+        run, _ = _step(run, fake, now)
+    run, second = _through_training(run, fake, 9.0)
+    fake.decide(pl.gating_test_id(_current(run)), "H0")
+    run, _ = _step(run, fake, 14.0)
+    points = trends.history([run], fake.ledger, None)
+    assert [(p["outcome"], p["elo_chain"], p["best_after"]) for p in points] == [
+        ("promoted", 120.0, first), ("discarded", 120.0, None)]
+    assert points[-1]["games_total"] == 64 and trends.history([run], fake.ledger, since=10.0) == points[1:]
+    summary = trends.summary([run], fake.ledger, now=15.0)
+    assert (summary["promotions"], summary["discards"], summary["rollbacks"], summary["current_best"]) == \
+        (1, 1, 0, first)
+    assert summary["latest_loss"] == 1.25 and summary["games_last_hour"] == 64
+    table = {"board_type": BOARD, "anchor": "random", "rows": [
+        {"agent": f"model:{first}+mcts_32", "elo": 300.0}, {"agent": "random", "elo": 0.0},
+        {"agent": "model:t1-untrained+mcts_32", "elo": 10.0}, {"agent": f"model:{second}+mcts_32", "elo": -5.0}]}
+    board = trends.leaderboard(table, fake.ledger, {c["candidate"]: c for c in run["cycles"]})
+    assert [(r["model_id"], r["role"], r["outcome"]) for r in board["rows"]] == [
+        (first, "best", "promoted"), ("t1-untrained", "former_best", None), (second, "candidate", "discarded")]
