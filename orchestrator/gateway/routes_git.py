@@ -21,6 +21,7 @@ from orchestrator.models import RequestModel
 from orchestrator.ops import restart
 from orchestrator.ops.git import GitRepo, check_ref
 
+REACHABLE_STATES = ("alive", "suspect")
 RESTART_DELAY_S = 0.5  # long enough for the answer to leave before the gateway drains
 CODE_ROOT = Path(__file__).resolve().parents[2]
 _repos: "weakref.WeakKeyDictionary[Any, GitRepo]" = weakref.WeakKeyDictionary()
@@ -74,7 +75,9 @@ async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> dict[str,
 
 async def cluster_git_update(node, args: GitUpdateRequest, request):
     ref = check_ref(args.ref) if args.ref is not None else None  # a bad ref fails once, before any node moves
-    others = sorted((p for p in node.peers() if p["state"] == "alive" and not p["is_self"]), key=lambda p: p["node_id"])
+    # suspect peers are tried too: a late heartbeat is no reason to leave a node on old code
+    others = sorted((p for p in node.peers() if p["state"] in REACHABLE_STATES and not p["is_self"]),
+                    key=lambda p: p["node_id"])
     reports = [await _update_peer(node, peer, ref) for peer in others]
     try:
         reports.append(await update_here(node, ref))
