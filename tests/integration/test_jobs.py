@@ -87,6 +87,13 @@ def test_jobs_on_another_node_are_visible_and_stoppable(gateways):
     stopped = a.post("/stop_job", json={"job_id": "bench-y"})
     assert stopped.status_code == 200
     wait_until(lambda: b.job("bench-y")["state"] == "stopped", what="remote stop")
+    # Heartbeats carry only active jobs of other nodes: a finished one is found by asking the peers.
+    wait_until(lambda: not any(j["job_id"] == "bench-y" for j in a.status()["jobs"]), what="remote job out of status")
+    assert a.job("bench-y")["state"] == "stopped"
+    assert a.post("/job/kill", json={"job_id": "bench-y"}).json()["state"] == "stopped"
+    listed = a.get("/jobs", params={"node_id": "jobs-y"}).json()
+    assert listed["node_id"] == "jobs-y" and [j["job_id"] for j in listed["jobs"]] == ["bench-y"]
+    assert a.get("/jobs", params={"node_id": "nobody"}).status_code == 404
 
 
 def test_history_is_windowed_paged_and_compacted(gateways):
