@@ -5,6 +5,8 @@ Domain code and actors raise these; the gateway's error middleware turns them in
 """
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ApiError(Exception):
     code = 500
@@ -26,6 +28,10 @@ class Unauthorized(ApiError):
     code = 401
 
 
+class Forbidden(ApiError):
+    code = 403
+
+
 class NotFound(ApiError):
     code = 404
 
@@ -34,5 +40,17 @@ class Conflict(ApiError):
     code = 409
 
 
+class UnsupportedMediaType(ApiError):
+    code = 415
+
+
 class Unavailable(ApiError):
     code = 503
+
+
+def bad_request(exc: ValidationError) -> BadRequest:
+    """The one translation of pydantic's first error into a 400 that names the offending field."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    why = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    return BadRequest(f"{field}: {why}", field=field)

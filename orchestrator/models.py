@@ -1,27 +1,60 @@
 """Pydantic models of the HTTP API: requests are validated with them and /openapi.json is built from them.
 
 Fields and paths follow the seed document; where its examples use another name for a field, the
-model accepts both. Unknown fields are ignored, as the seed's clients send extras.
+model accepts both. Two policies for unknown fields, shown in /openapi.json as `x-unknown-fields`:
+a request from a client (`RequestModel`) refuses one with a 400 naming it, so a misspelt or
+unsupported setting is never silently ignored; a message between nodes (heartbeat, register,
+election, lease, coordinator: `ApiModel`) ignores it, so a cluster can be upgraded node by node.
+A request that configures a job is built from that job's config (`job_request`), so each of its
+fields is defined once, in the config that reads it.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from copy import copy
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
 
 from orchestrator.cluster.jobs import JobState
+from orchestrator.learn.jobs import NNUEJobConfig, PolicyValueJobConfig
+from orchestrator.play.selfplay import SelfplayConfig
 
 NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 JOB_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+INT64_MAX = 2**63 - 1  # counters and epochs from outside: SQLite's INTEGER holds no more
 
 
 class ApiModel(BaseModel):
+    """Responses, and messages between nodes: unknown fields are ignored (rolling upgrades)."""
     model_config = ConfigDict(extra="ignore")
 
 
 class RequestModel(BaseModel):
     """A request that configures work: an unknown field is a 400 that names it."""
     model_config = ConfigDict(extra="forbid")
+
+
+class JobRequest(RequestModel):
+    """A request carrying a job config's fields; `job_fields()` is what is sent on to the config."""
+    job_field_names: ClassVar[frozenset[str]] = frozenset()
+
+    def job_fields(self) -> dict[str, Any]:
+        """The config fields the client set; the config's own defaults apply to the rest."""
+        return self.model_dump(include=set(self.job_field_names), exclude_unset=True)
+
+
+def job_request(name: str, *configs: type[BaseModel], set_by_leader: frozenset[str] = frozenset()) -> type[JobRequest]:
+    """A request base carrying every field of `configs` (but those the leader sets) with the config's
+    own type, default, bounds and description. The config validates again when the job is built
+    (its validators need the node's game catalogue), so the config stays the one definition."""
+    fields: dict[str, Any] = {}
+    for config in configs:
+        for field, info in config.model_fields.items():
+            if field not in set_by_leader:
+                fields.setdefault(field, (info.annotation, copy(info)))
+    base = create_model(name, __base__=JobRequest, **fields)
+    base.job_field_names = frozenset(fields)
+    return base
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -32,7 +65,9 @@ class ErrorResponse(ApiModel):
 
 
 class HealthResponse(ApiModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded", "unavailable"] = Field(description="by `health_rule`")
+    reasons: list[str] = Field(description="why the status is not ok; empty when it is")
+    health_rule: str
     node_id: str
     uptime_seconds: float
     is_leader: bool
@@ -118,11 +153,11 @@ class NodesTableResponse(ApiModel):
 
 
 # --- requests --------------------------------------------------------------------------------
-class NodeIdRequest(ApiModel):
+class NodeIdRequest(RequestModel):
     node_id: str = Field(pattern=NODE_ID)
 
 
-class PurgeStaleQuery(ApiModel):
+class PurgeStaleQuery(RequestModel):
     max_age_hours: float = Field(24.0, gt=0, le=24 * 365, allow_inf_nan=False)
 
 
@@ -139,14 +174,14 @@ class RegisterRequest(HeartbeatRequest):
     pass
 
 
-class StartJobRequest(ApiModel):
+class StartJobRequest(RequestModel):
     job_id: str | None = Field(None, pattern=JOB_ID)
     job_type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
-    epoch: int | None = Field(None, ge=1, description="The sending leader's epoch; a stale one is refused (409)")
+    epoch: int | None = Field(None, ge=1, le=INT64_MAX, description="The sending leader's epoch; a stale one is refused (409)")
 
 
-class JobIdRequest(ApiModel):
+class JobIdRequest(RequestModel):
     job_id: str = Field(pattern=JOB_ID)
 
 
@@ -168,41 +203,36 @@ class JobsPageResponse(ApiModel):
     next_after: str | None = Field(description="pass as after for the next page; null on the last page")
 
 
-class CleanupRequest(ApiModel):
+class CleanupRequest(RequestModel):
     dry_run: bool = False
     temp_max_age_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     partial_max_age_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     retention_days: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
-class NodesTableQuery(ApiModel):
+class NodesTableQuery(RequestModel):
     format: Literal["json", "text"] = "json"
 
 
 # --- self-play -------------------------------------------------------------------------------
-class SelfplayStartRequest(ApiModel):
-    board_type: str = "square8"
-    num_games: int = Field(ge=1, le=1_000_000)
-    agent: str | None = None
-    model_id: str | None = None
-    parallel_games: int = Field(16, ge=1, le=1024)
-    seed: int = Field(0, ge=0)
-    max_moves: int | None = Field(None, ge=1)
+class SelfplayStartRequest(job_request("SelfplayJobFields", SelfplayConfig)):
+    """Every field of the self-play job's config, plus where to run it and the job's id."""
+
     node_id: str | None = Field(None, pattern=NODE_ID, description="run there; without it the leader picks a node")
     job_id: str | None = Field(None, pattern=JOB_ID)
 
 
-class ReduceSelfplayRequest(ApiModel):
-    target_jobs: int | None = Field(None, ge=0, description="self-play jobs to keep running")
+class ReduceSelfplayRequest(RequestModel):
+    target_jobs: int | None = Field(None, ge=0, le=INT64_MAX, description="self-play jobs to keep running")
     factor: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="fraction of them to keep")
 
 
-class SelfplayWorkerRequest(ApiModel):
+class SelfplayWorkerRequest(RequestModel):
     node_id: str = Field(pattern=NODE_ID)
     capacity: int = Field(ge=0, le=1024, description="self-play jobs this node takes; 0 unregisters it")
 
 
-class AnalyticsQuery(ApiModel):
+class AnalyticsQuery(RequestModel):
     scope: Literal["cluster", "node"] = "cluster"
     raw: bool = Field(False, description="additive tallies instead of figures (what nodes send each other)")
 
@@ -258,24 +288,19 @@ class ElectionStatus(ApiModel):
 
 
 # --- training / cmaes ------------------------------------------------------------------------
-MODEL_ID = r"^[A-Za-z0-9._-]{1,128}$"
 RUN_ID = r"^[A-Za-z0-9._-]{1,96}$"
 FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
-class TrainingStartRequest(ApiModel):
-    """Ranges are checked by the training job's own config model; its errors name these fields."""
+TRAINING_SET_BY_LEADER = frozenset({"model_id", "epoch", "leader_id"})
 
-    board_type: str = "square8"
+
+class TrainingStartRequest(job_request("TrainingJobFields", PolicyValueJobConfig, NNUEJobConfig,
+                                       set_by_leader=TRAINING_SET_BY_LEADER)):
+    """Every field of both trainers' configs; one meant for the other kind (`hidden` for a
+    policy_value run) is refused by the chosen config with a 400 naming it."""
+
     model_kind: Literal["policy_value", "nnue"] = "policy_value"
-    steps: int | None = Field(None, description="optimiser steps (or epochs; neither: one epoch)")
-    epochs: float | None = None
-    batch_size: int = 256
-    lr: float = 1e-3
-    window_games: int = Field(10_000, description="train on this many newest self-play games of the board type")
-    seed: int = 0
-    report_every: int = Field(50, description="progress and a loss-curve point every this many steps")
-    parent: str | None = Field(None, pattern=MODEL_ID, description="continue from this registered model")
     node_id: str | None = Field(None, pattern=NODE_ID, description="train there; without it the leader picks a node")
     run_id: str | None = Field(None, pattern=RUN_ID, description="the same run_id and body again is the same run")
 
@@ -289,22 +314,22 @@ class TrainingStartResponse(ApiModel):
     created: bool
 
 
-class TrainingRunQuery(ApiModel):
+class TrainingRunQuery(RequestModel):
     run_id: str | None = Field(None, pattern=RUN_ID)
 
 
-class TrainingUpdateRequest(ApiModel):
+class TrainingUpdateRequest(RequestModel):
     run_id: str = Field(pattern=RUN_ID)
-    step: int = Field(ge=0, strict=True)
+    step: int = Field(ge=0, le=INT64_MAX, strict=True)
     metrics: dict[str, FiniteNumber] = Field(min_length=1, max_length=64, description="finite numbers by name")
 
 
-class TrainingMetricsQuery(ApiModel):
+class TrainingMetricsQuery(RequestModel):
     run_id: str | None = Field(None, pattern=RUN_ID)
     max_points: int = Field(200, ge=1, le=10_000, description="per run, evenly spaced, first and last kept")
 
 
-class ModelsQuery(ApiModel):
+class ModelsQuery(RequestModel):
     board_type: str | None = None
     kind: Literal["policy_value", "nnue", "agent_params"] | None = None
     status: Literal["candidate", "best", "archived", "rolled_back"] | None = None
@@ -348,7 +373,7 @@ class CMAESEvaluateRequest(RequestModel):
     fitness: FiniteNumber | None = Field(None, description="optional; if sent, must equal (wins + draws/2) / games")
 
 
-class CMAESRunQuery(ApiModel):
+class CMAESRunQuery(RequestModel):
     run_id: str | None = Field(None, pattern=RUN_ID)
 
 

@@ -1,8 +1,11 @@
 """Building and serving the gateway application for one node."""
 from __future__ import annotations
 
+import ray
 from aiohttp import web
 
+from actors.naming import root_cause
+from orchestrator.errors import ApiError, Unavailable
 from orchestrator.gateway import middleware, routes_admin, routes_core, routes_election, routes_jobs, routes_selfplay
 from orchestrator.gateway import routes_cmaes, routes_training
 from orchestrator.gateway import routes_sync
@@ -21,9 +24,21 @@ def all_endpoints() -> list[Endpoint]:
     return [endpoint for module in ROUTE_MODULES for endpoint in module.ENDPOINTS]
 
 
+def _actor_unavailable(exc: BaseException) -> ApiError:
+    return Unavailable(f"node actor unavailable: {type(exc).__name__}")
+
+
+# What the layers below raise that is not an ApiError, and what it means to a client.
+EXCEPTION_MAP = {
+    TimeoutError: _actor_unavailable,  # asyncio's and Ray's GetTimeoutError alike
+    ray.exceptions.RayActorError: _actor_unavailable,
+}
+
+
 def build_app(node: NodeGateway) -> web.Application:
     settings = node.settings
-    app = web.Application(middlewares=[middleware.errors, middleware.auth(settings.token())],
+    app = web.Application(middlewares=[middleware.errors(root_cause, EXCEPTION_MAP), middleware.auth(settings.token()),
+                                       middleware.same_origin, middleware.json_body],
                           client_max_size=settings.max_body_bytes)
     endpoints = all_endpoints()
     mount(app, endpoints, node)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.bootstrap import election_actor, jobs_actor
+from actors.naming import root_cause
 from orchestrator.errors import Conflict, Unavailable
 
 
@@ -21,7 +22,7 @@ async def start_job_on(node, target: str, job_id: str, job_type: str, config: di
         try:
             await node.call(_remote(node, target, election_actor).check_command_epoch.remote(epoch))
         except Conflict as refused:  # a newer leadership exists: stop acting as leader at once
-            newer = getattr(getattr(refused, "cause", refused), "extra", {}).get("epoch", epoch + 1)
+            newer = getattr(root_cause(refused), "extra", {}).get("epoch", epoch + 1)
             await node.call(node.actors.election.observe_epoch.remote(newer))
             await node.refresh()
             raise

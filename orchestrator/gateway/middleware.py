@@ -1,65 +1,77 @@
-"""Auth and error middleware: every failure leaves as `{"status":"error","error":...,"code":N}`."""
+"""The gateway's middleware, outermost first: errors, auth, same-origin, JSON body.
+
+Every failure leaves as `{"status":"error","error":...,"code":N}`. Which exceptions of the layers
+below mean what (Ray's actor errors are a 503) is registered by the application that builds the
+middleware, as Starlette's exception-handler map is, so this module names no layer below the gateway.
+"""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
-from typing import Awaitable, Callable
+import math
+from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import urlsplit
 
-import ray
 from aiohttp import web
 from pydantic import ValidationError
 
-from orchestrator.errors import ApiError, Unavailable
-from orchestrator.gateway.keys import MAX_BODY_BYTES
+from orchestrator.errors import ApiError, BadRequest, Forbidden, UnsupportedMediaType, bad_request
+from orchestrator.gateway.endpoint import endpoint_of
+from orchestrator.gateway.keys import BODY, MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
-PUBLIC = {("GET", "/health"), ("HEAD", "/health")}
+Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExceptionMapper = Callable[[BaseException], ApiError]
+JSON_MEDIA_TYPE = "application/json"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Sec-Fetch-Site "same-site" is refused too: a site ignores ports, so a page served by any other
+# web app on this host (localhost:3000) is "same-site" to a gateway on localhost:8770.
+REFUSED_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
 
 def error_response(code: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"status": "error", "error": message, "code": code, **extra}, status=code)
 
 
-def _validation_message(exc: ValidationError) -> tuple[str, str]:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "body"
-    return field, f"{field}: {first['msg']}"
+def _mapper(mappings: Mapping[type[BaseException], ExceptionMapper], exc: BaseException) -> ExceptionMapper | None:
+    return next((mappings[cls] for cls in type(exc).__mro__ if cls in mappings), None)
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """Ray re-raises an actor's exception wrapped; the original is its `cause`."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(exc, ray.exceptions.RayTaskError) and cause is not None else exc
+def errors(unwrap: Callable[[BaseException], BaseException], mappings: Mapping[type[BaseException], ExceptionMapper]):
+    """`unwrap` reaches the exception a lower layer raised; `mappings` turn foreign ones into ApiErrors
+    (looked up along the exception's MRO, most specific first)."""
 
+    @web.middleware
+    async def handle(request: web.Request, handler: Next) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            reason = exc.reason if exc.status != 413 else f"request body over the limit of {request.app[MAX_BODY_BYTES]} bytes"
+            return error_response(exc.status, reason)
+        except Exception as raw:  # every failure becomes the documented shape; never a traceback
+            exc = unwrap(raw)
+            if isinstance(exc, ValidationError):
+                exc = bad_request(exc)
+            elif not isinstance(exc, ApiError) and (mapper := _mapper(mappings, exc)) is not None:
+                exc = mapper(exc)
+            if isinstance(exc, ApiError):
+                return web.json_response(exc.to_body(), status=exc.code)
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, f"internal error: {type(exc).__name__}")
 
-@web.middleware
-async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        reason = exc.reason if exc.status != 413 else f"request body over the limit of {request.app[MAX_BODY_BYTES]} bytes"
-        return error_response(exc.status, reason)
-    except Exception as raw:  # every failure becomes the documented shape; never a traceback
-        exc = _unwrap(raw)
-        if isinstance(exc, ApiError):
-            return web.json_response(exc.to_body(), status=exc.code)
-        if isinstance(exc, ValidationError):
-            field, message = _validation_message(exc)
-            return error_response(400, message, field=field)
-        if isinstance(exc, (TimeoutError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)):
-            return web.json_response(Unavailable(f"node actor unavailable: {type(exc).__name__}").to_body(), status=503)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, f"internal error: {type(exc).__name__}")
+    return handle
 
 
 def auth(token: str | None):
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
-    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if expected is None or (request.method, request.path) in PUBLIC:
+    async def check(request: web.Request, handler: Next) -> web.StreamResponse:
+        endpoint = endpoint_of(request)
+        if expected is None or (endpoint is not None and endpoint.public):
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
@@ -67,3 +79,71 @@ def auth(token: str | None):
         return await handler(request)
 
     return check
+
+
+def cross_site(headers: Mapping[str, str], host: str) -> str | None:
+    """Why a browser's request came from another site, or None. Clients that are not browsers send
+    neither header; a browser sends `Origin` on every POST and `Sec-Fetch-Site` on every request."""
+    fetch_site = headers.get("Sec-Fetch-Site", "").lower()
+    if fetch_site in REFUSED_FETCH_SITES:
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = headers.get("Origin")
+    # Host and port only: a TLS proxy in front of the gateway changes the scheme, not the site.
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        return f"Origin {origin} is not this gateway ({host})"
+    return None
+
+
+@web.middleware
+async def same_origin(request: web.Request, handler: Next) -> web.StreamResponse:
+    """A web page in an operator's browser must not drive the node: refuse cross-site mutations."""
+    endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.mutating and (why := cross_site(request.headers, request.host)):
+        raise Forbidden(f"cross-site request refused: {why}")
+    return await handler(request)
+
+
+def _first_unrepresentable(value: Any) -> tuple[str, str] | None:
+    """(path, why) of the first number no peer or store can hold: NaN and Infinity (not JSON, though
+    Python's parser takes them) and integers outside SQLite's signed 64 bits."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:  # iterative: the parser bounded the depth, this walk adds no recursion
+        path, item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "body", "NaN and Infinity are not JSON numbers"
+        if isinstance(item, int) and not isinstance(item, bool) and not INT64_MIN <= item <= INT64_MAX:
+            return path or "body", "integer outside the signed 64-bit range"
+        if isinstance(item, dict):
+            pending.extend((f"{path}.{key}" if path else str(key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            pending.extend((f"{path}.{i}" if path else str(i), child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """RFC 8259 JSON in UTF-8, or a BadRequest: any body the parser rejects (malformed, not UTF-8,
+    nested past the interpreter's recursion limit) is bad input, never a 500."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise BadRequest("body: JSON nested too deeply", field="body") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise BadRequest(f"body: malformed JSON: {exc}", field="body") from None
+    if (problem := _first_unrepresentable(value)) is not None:
+        path, why = problem
+        raise BadRequest(f"{path}: {why}", field=path)
+    return value
+
+
+@web.middleware
+async def json_body(request: web.Request, handler: Next) -> web.StreamResponse:
+    """A body, when there is one, is JSON sent as such: a browser can send `text/plain` cross-site
+    without asking first, never `application/json`. No body (or only whitespace) is no arguments."""
+    if endpoint_of(request) is not None and request.can_read_body:
+        raw = await request.read()
+        if raw.strip():
+            if request.content_type != JSON_MEDIA_TYPE:
+                raise UnsupportedMediaType(f"a request body must be sent as {JSON_MEDIA_TYPE}, "
+                                           f"not {request.content_type}", content_type=request.content_type)
+            request[BODY] = parse_json_body(raw)
+    return await handler(request)

@@ -1,7 +1,9 @@
 """The gateway's handle on its node: actor handles plus a cached view of the cluster.
 
 `/health` and `/status` are answered from the cache, refreshed every `view_refresh_s` and
-right after any call that changes state, so reads never wait on an actor round trip.
+right after any call that changes state, so reads never wait on an actor round trip. The cache
+also remembers why the last periodic refresh failed and when a leader was last known, which
+`/health` judges by `health.NODE_HEALTH_RULE`; all of it is memory, rebuilt after a restart.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from orchestrator import __version__
 from orchestrator.cluster.membership import cluster_health
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
-from orchestrator.gateway.routes_connectivity import outgoing_trace
+from orchestrator.gateway.health import NODE_HEALTH_RULE, HealthTimings, judge
 from orchestrator.play.games import GameCatalog
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ class NodeGateway:
         self._jobs: list[dict[str, Any]] = []
         self._election: dict[str, Any] = {"is_leader": False, "leader_id": None, "epoch": 0}
         self._refreshed_at = 0.0
+        self._refresh_error: str | None = None
+        self._failed_refreshes = 0  # in a row, since the last one that succeeded
+        self._leader_seen_at = self.started  # a new node has lease TTLs to find a leader before it is unavailable
         self._refresher: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -52,13 +57,17 @@ class NodeGateway:
                                                         self.call(self.actors.jobs.summaries.remote()),
                                                         self.call(self.actors.election.status.remote()))
         self._snapshot, self._jobs, self._election = snapshot, jobs, election
-        self._refreshed_at = asked_at
+        self._refreshed_at, self._refresh_error, self._failed_refreshes = asked_at, None, 0
+        if self.leader_id is not None:
+            self._leader_seen_at = asked_at
 
     async def _refresh_forever(self) -> None:
         while True:
             try:
                 await self.refresh()
             except Exception as exc:  # a restarting actor must not stop the view from recovering
+                self._refresh_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self._failed_refreshes += 1
                 log.warning("view refresh failed: %s", exc)
             await asyncio.sleep(self.settings.view_refresh_s)
 
@@ -75,8 +84,7 @@ class NodeGateway:
     def http(self) -> aiohttp.ClientSession:
         """One client session per gateway, for calls to other nodes' gateways."""
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.actor_call_timeout_s),
-                                               trace_configs=[outgoing_trace(self)])  # /connectivity/transport_stats
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.actor_call_timeout_s))
         return self._http
 
     # --- cached views ----------------------------------------------------------------------
@@ -97,8 +105,15 @@ class NodeGateway:
         return self._election
 
     def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        settings = self.settings
+        verdict = judge(now - self._refreshed_at, self._failed_refreshes, self._refresh_error,
+                        None if self.leader_id is not None else now - self._leader_seen_at,
+                        HealthTimings(settings.view_refresh_s, settings.actor_call_timeout_s, settings.lease_ttl_s))
         return {
-            "status": "ok",
+            "status": verdict.status,
+            "reasons": list(verdict.reasons),
+            "health_rule": NODE_HEALTH_RULE,
             "node_id": self.node_id,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "is_leader": self.is_leader,

@@ -10,6 +10,12 @@ from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import ErrorResponse
 
 REF = "#/components/schemas/{model}"
+RULES = ("A request body, when sent, is a JSON object sent as application/json (415 otherwise); a body the "
+         "JSON parser rejects, NaN, Infinity and integers outside the signed 64-bit range are a 400. "
+         "x-unknown-fields says whether an unknown field is a 400 naming it (reject) or ignored (ignore: "
+         "messages between nodes). x-cross-site: refused means a request a browser marks as coming from "
+         "another site (Origin of another host, Sec-Fetch-Site cross-site or same-site) is a 403. "
+         "Errors are {status: error, error, code}.")
 
 
 def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
@@ -24,6 +30,12 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     required = set(schema.get("required", []))
     return [{"name": name, "in": "query", "required": name in required, "schema": prop}
             for name, prop in schema.get("properties", {}).items()]
+
+
+def unknown_fields(model: type[BaseModel]) -> str:
+    """`reject` (a 400 naming the field) for requests that configure work; `ignore` for messages
+    between nodes, so a cluster can be upgraded one node at a time."""
+    return "reject" if model.model_config.get("extra") == "forbid" else "ignore"
 
 
 def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
@@ -42,6 +54,10 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
             elif endpoint.args:
                 operation["requestBody"] = {"required": False,
                                             "content": {"application/json": {"schema": _schema(endpoint.args, schemas)}}}
+            if endpoint.args:
+                operation["x-unknown-fields"] = unknown_fields(endpoint.args)
+            if endpoint.mutating:
+                operation["x-cross-site"] = "refused"
             if endpoint.public:
                 operation["security"] = []
             if endpoint.leader_only:
@@ -49,7 +65,7 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
             paths.setdefault(endpoint.path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "P2P orchestrator admin API", "version": __version__},
+        "info": {"title": "P2P orchestrator admin API", "version": __version__, "description": RULES},
         "paths": paths,
         "components": {"schemas": schemas,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},

@@ -22,13 +22,9 @@ ANALYTICS = web.AppKey("analytics_cache", AnalyticsCache)
 
 
 def _config(args: SelfplayStartRequest, games: GameCatalog) -> dict:
-    fields = args.model_dump(exclude={"node_id", "job_id"}, exclude_none=True)
-    try:
-        return SelfplayConfig.model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json", exclude_none=True)
-    except ValueError as exc:
-        first = exc.errors()[0]
-        raise BadRequest(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
-                         field=".".join(map(str, first["loc"])) or "body") from None
+    """Validated by the job's own config (a ValidationError is a 400 naming the field)."""
+    config = SelfplayConfig.model_validate(args.job_fields(), context={GAMES_CONTEXT_KEY: games})
+    return config.model_dump(mode="json", exclude_none=True)
 
 
 def _workable(node, node_id: str) -> None:
