@@ -20,7 +20,7 @@ from typing import Any, Callable
 import ray
 
 from actors.catalog import JOB_TYPES
-from actors.naming import pinned
+from actors.naming import pinned, root_cause
 from actors.tasks import run_job
 from orchestrator.cluster.jobs import JobState
 from orchestrator.cluster.supervisor import JobSupervisorCore, Launch, Outcome, SupervisorPolicy
@@ -68,7 +68,8 @@ class RayJobRunner:
         except ray.exceptions.TaskCancelledError:
             outcome = Outcome(JobState.KILLED, error="killed")
         except ray.exceptions.RayTaskError as exc:
-            outcome = Outcome(JobState.FAILED, error=f"{type(exc.cause).__name__}: {exc.cause}")
+            cause = root_cause(exc)
+            outcome = Outcome(JobState.FAILED, error=f"{type(cause).__name__}: {cause}")
         except ray.exceptions.RayError as exc:  # worker or node died under the task
             outcome = Outcome(JobState.FAILED, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
         else:
