@@ -20,6 +20,7 @@ from orchestrator.cluster.membership import cluster_health
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
 from orchestrator.gateway.health import NODE_HEALTH_RULE, HealthTimings, judge
+from orchestrator.gateway.routes_connectivity import outgoing_trace
 from orchestrator.play.games import GameCatalog
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class NodeGateway:
     def http(self) -> aiohttp.ClientSession:
         """One client session per gateway, for calls to other nodes' gateways."""
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.actor_call_timeout_s))
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.actor_call_timeout_s),
+                                               trace_configs=[outgoing_trace(self)])  # /connectivity/transport_stats
         return self._http
 
     # --- cached views ----------------------------------------------------------------------
