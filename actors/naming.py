@@ -12,6 +12,7 @@ JOBS_PREFIX = "jobs:"
 ELECTION_PREFIX = "election:"
 SYNC_PREFIX = "sync:"
 CLUSTER_STORE = "cluster_store"
+TOURNAMENT_ACTOR = "tournament"
 
 
 def peer_name(node_id: str) -> str:

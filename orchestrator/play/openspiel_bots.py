@@ -14,11 +14,13 @@ from orchestrator.play.agents import AgentContext, AgentSpec, Decision
 UCT_C = 2.0
 ROLLOUTS = 1
 MAX_MEMORY_MB = 256
+SEED_MODULUS = 2**31  # the C++ bot takes a 32-bit seed
 
 
 class OpenSpielMCTSAgent:
     def __init__(self, name: str, game: pyspiel.Game, simulations: int, seed: int) -> None:
         self.name = name
+        seed %= SEED_MODULUS
         evaluator = pyspiel.RandomRolloutEvaluator(ROLLOUTS, seed)
         self._bot = pyspiel.MCTSBot(game, evaluator, UCT_C, simulations, MAX_MEMORY_MB, True, seed, False)
 
