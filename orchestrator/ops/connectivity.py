@@ -1,6 +1,6 @@
 """Connectivity probes from this node: address resolution, TCP connect time, and what they add up to.
 
-Only standard-library sockets here; the HTTP round trip is the gateway's (it owns the client).
+Only standard-library sockets here; the HTTP round trip belongs to whoever owns the HTTP client.
 Targets always come from this node's own knowledge (its peer table or the registry), never from
 a request. Nothing here keeps state.
 """

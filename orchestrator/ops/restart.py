@@ -1,11 +1,11 @@
 """Restarting this node's process after a code update, so that the new code runs.
 
-The launcher installs how its process stops serving (gracefully: the gateway drains, this node's
-actors are stopped, an embedded Ray head is shut down); after that it re-executes itself with the
-same arguments, which starts the gateway and recreates the actors from the new code. The job
-supervisor reloads its jobs from the node's SQLite file and relaunches the ones that were running,
-so they resume as a new attempt. A process with no launcher (a test harness, a program embedding
-the gateway) has nothing installed, and a request says so instead of pretending.
+The launcher installs how its process stops serving (gracefully: in-flight requests finish, the
+node's own workers are stopped, an embedded cluster head is shut down); after that it re-executes
+itself with the same arguments, which starts everything again from the new code. Jobs are rows in
+the node's SQLite file, and the ones that were running are relaunched there as a new attempt. A
+process with no launcher (a test harness, a program that embeds the node) has nothing installed,
+and a request says so instead of pretending.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Per-peer statistics of this node's outgoing HTTP calls: requests, errors, bytes, latency percentiles.
 
-A peer is keyed by the `host:port` it was called at (the gateway maps that to a node id when it
-reports). Latency runs from the request's start to the answer's headers; percentiles are over
-the last LATENCY_WINDOW calls to that peer, counters over the life of this process. What
-survives a failure: nothing, on purpose: the figures describe this process's own calls.
+A peer is keyed by the `host:port` it was called at (the reader maps that to a node id). Latency
+runs from the request's start to the answer's headers; percentiles are over the last
+LATENCY_WINDOW calls to that peer, counters over the life of this process. What survives a
+failure: nothing, on purpose: the figures describe this process's own calls.
 """
 from __future__ import annotations
 
