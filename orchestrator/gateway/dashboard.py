@@ -12,7 +12,7 @@ REFRESH_S = 5
 STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;"
          "margin-bottom:1.5em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
          ".alive,.healthy,.completed{color:#080}.suspect,.degraded,.stopping,.stopped{color:#a60}"
-         ".dead,.critical,.failed,.killed,.retired{color:#b00}")
+         ".dead,.critical,.failed,.killed,.retired,.unavailable{color:#b00}.ok{color:#080}")
 
 
 def _cell(value: Any) -> str:
@@ -34,7 +34,8 @@ def _progress(job: dict[str, Any]) -> str:
     return ""
 
 
-def render(status: dict[str, Any]) -> str:
+def render(status: dict[str, Any], health: dict[str, Any]) -> str:
+    """`status` and `health` are the node's /status and /health answers."""
     peers = _table(["node", "state", "host", "port", "since heartbeat (s)", "running jobs", "cpu %", "gpus"], [
         [p["node_id"], p["state"], p["host"], p["port"], p["seconds_since_heartbeat"], len(p["running_jobs"]),
          p["resources"].get("cpu_percent"), p["resources"].get("ray_gpus")] for p in status["peers"]])
@@ -46,5 +47,7 @@ def render(status: dict[str, Any]) -> str:
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
             f"<p>leader: <b>{html.escape(str(status['leader_id']))}</b> (epoch {status.get('epoch', 0)}) &middot; "
-            f'cluster health: <b class="{status["cluster_health"]}">{status["cluster_health"]}</b></p>'
+            f'cluster health: <b class="{status["cluster_health"]}">{status["cluster_health"]}</b> &middot; '
+            f'this node: <b class="{health["status"]}">{health["status"]}</b>'
+            f'{"".join(f" &middot; {html.escape(reason)}" for reason in health["reasons"])}</p>'
             f"<h2>Peers</h2>{peers}<h2>Jobs</h2>{jobs}</body></html>")

@@ -48,7 +48,7 @@ async def nodes_table(node, args: NodesTableQuery, request):
 
 
 async def dashboard(node, request):
-    return web.Response(text=render(node.status()), content_type="text/html")
+    return web.Response(text=render(node.status(), node.health()), content_type="text/html")
 
 
 async def openapi(node, request):

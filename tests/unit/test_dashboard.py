@@ -8,6 +8,8 @@ def test_values_are_escaped_and_sections_present():
                          "running_jobs": [], "resources": {}}],
               "jobs": [{"job_id": "j&1", "job_type": "selfplay", "node_id": "n", "state": "running", "stuck": False,
                         "progress": {"games_done": 2, "games_total": 9}, "attempt": 1}]}
-    page = render(status)
+    health = {"status": "degraded", "reasons": ["last view refresh failed: <b>boom</b>"]}
+    page = render(status, health)
     assert "<script>n</script>" not in page and "&lt;script&gt;" in page
     assert "j&amp;1" in page and "2/9" in page and "epoch 3" in page
+    assert 'this node: <b class="degraded">degraded</b>' in page and "&lt;b&gt;boom&lt;/b&gt;" in page
