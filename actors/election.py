@@ -70,7 +70,11 @@ class ElectionActor:
     async def _ensure_started(self) -> ElectionNode:
         if self._starting is None:
             self._starting = asyncio.get_running_loop().create_task(self._start())
-        await asyncio.shield(self._starting)
+        try:
+            await asyncio.shield(self._starting)
+        except Exception:
+            self._starting = None  # the store or peer actor was not there yet: the next call tries again
+            raise
         if self._loop is None or self._loop.done():
             self._loop = asyncio.get_running_loop().create_task(self._run())
         return self.node

@@ -106,7 +106,9 @@ class Membership:
     def _peer(self, node_id: str) -> Peer:
         peer = self._peers.get(node_id)
         if peer is None:
-            peer = self._peers[node_id] = Peer(node_id=node_id, first_seen=self._clock())
+            # Silence counts from first sight, whatever the first news was (an address or a heartbeat).
+            now = self._clock()
+            peer = self._peers[node_id] = Peer(node_id=node_id, first_seen=now, last_heartbeat=now)
         return peer
 
     def set_address(self, node_id: str, host: str, port: int, ray_node_id: str | None = None) -> Peer:

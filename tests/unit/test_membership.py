@@ -120,3 +120,11 @@ def test_an_http_peer_moves_only_by_registering_from_its_new_address():
     assert bad.value.extra["field"] == "host" and (peer.host, peer.port) == ("10.0.0.9", 9000)
     members.http_address("ext", source="10.0.0.7", claimed_host=None, port=9001, register=True)
     assert (peer.host, peer.port) == ("10.0.0.7", 9001), "a re-register from the new address moves it"
+
+
+def test_a_peer_first_known_by_its_address_counts_its_silence_from_then():
+    members, clock = _membership()
+    peer = members.set_address("b", "h", 1, ray_node_id="r1")
+    assert members.tick() == [] and members.state(peer).value == "alive"
+    clock.now += 101
+    assert members.tick() == [peer]
