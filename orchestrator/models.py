@@ -240,20 +240,36 @@ class AnalyticsQuery(RequestModel):
 # --- election --------------------------------------------------------------------------------
 class ElectionRequest(ApiModel):
     candidate_id: str = Field(pattern=NODE_ID)
-    epoch: int = Field(ge=0)
+    epoch: int = Field(ge=0, le=INT64_MAX, strict=True)
 
 
 class LeaseRequestBody(ApiModel):
     leader_id: str = Field(pattern=NODE_ID)
     lease_id: str = Field(min_length=1, max_length=128)
     lease_duration: float = Field(gt=0, le=3600, allow_inf_nan=False)
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, le=INT64_MAX, strict=True)
 
 
 class CoordinatorRequest(ApiModel):
+    """Accepted only from a known voter or peer, and for a new leadership only with an epoch the
+    cluster store registered for that leader (409 otherwise)."""
     leader_id: str = Field(pattern=NODE_ID)
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, le=INT64_MAX, strict=True)
     lease_id: str | None = Field(None, max_length=128)
+
+
+class VotersChangeRequest(RequestModel):
+    """A voter change for a cluster whose voters were recorded when it formed (leader only)."""
+    add: list[Annotated[str, Field(pattern=NODE_ID)]] = Field(default_factory=list, max_length=64,
+                                                              description="node ids of live Ray-backed peers")
+    remove: list[Annotated[str, Field(pattern=NODE_ID)]] = Field(default_factory=list, max_length=64)
+
+
+class VotersResponse(ApiModel):
+    status: Literal["success"] = "success"
+    voters: list[str]
+    version: int
+    changed: bool
 
 
 class ElectionAnswer(ApiModel):
@@ -284,6 +300,7 @@ class ElectionStatus(ApiModel):
     epoch: int
     highest_epoch: int
     voters: list[str]
+    voters_version: int | None = Field(None, description="None: configured voters; else the recorded set's version")
     quorum: int
 
 
