@@ -267,8 +267,7 @@ def advance(run: Mapping[str, Any], world: World, now: float) -> tuple[dict[str,
             actions += step(run, cycle, world, now, earlier_done)
         if cycle["phase"] == "failed":
             run.update(state="failed", finished_at=now, error=f"cycle {cycle['cycle_id']}: {cycle['note']}")
-            actions += [StopJob(job_id) for job_id in job_ids(run)]
-            return run, actions
+            return run, actions + _stop_all(run)
     if world.ledger["best"] is None and run["data_dir"] is not None:
         training = run["request"]["training"]
         actions.append(InitBaseline(f"{run['run_id']}:initial", baseline_model_id(run), run["request"]["board_type"],
@@ -508,10 +507,14 @@ def complete_phase(run: Mapping[str, Any], cycle_id: str, phase: str, result: Ma
     return run, [StopJob(stop)]
 
 
+def _stop_all(run: Mapping[str, Any]) -> list[Action]:
+    return [StopJob(job_id) for job_id in job_ids(run)] + [StopTest(test_id) for test_id in test_ids(run)]
+
+
 def cancel(run: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Action]]:
     if run["state"] != "running":
         return dict(run), []
-    stops = [StopJob(job_id) for job_id in job_ids(run)] + [StopTest(test_id) for test_id in test_ids(run)]
+    stops = _stop_all(run)
     cycles = [{**c, "phase": "cancelled", "finished_at": now} if c["phase"] not in TERMINAL_CYCLE else dict(c)
               for c in run["cycles"]]
     return {**run, "cycles": cycles, "state": "cancelled", "finished_at": now}, stops
