@@ -21,9 +21,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Protocol
 
+from pydantic import ValidationError
+
 from orchestrator.cluster.job_types import JobType, JobTypeCatalog
 from orchestrator.cluster.jobs import ACTIVE, FINISHED, Job, JobState
-from orchestrator.errors import BadRequest, Conflict, NotFound
+from orchestrator.errors import BadRequest, Conflict, NotFound, bad_request
 from orchestrator.store import NodeStore
 
 TABLE = "jobs"
@@ -111,8 +113,9 @@ class JobSupervisorCore:
         try:
             normalized = kind.config_model.model_validate(
                 config, context=dict(self.validation_context)).model_dump(mode="json")
-        except ValueError as exc:
-            raise BadRequest(_first_error(exc), field="config") from None
+        except ValidationError as exc:
+            first = bad_request(exc)  # the field inside the job's config: name it from the request's root
+            raise BadRequest(f"config.{first.message}", field=f"config.{first.extra['field']}") from None
         candidate = Job.new(job_id, job_type, self.node_id, normalized, now)
         existing = self.jobs.get(job_id)
         if existing is not None:
@@ -265,12 +268,3 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadRequest("after: not a cursor from a previous page's next_after", field="after") from None
     return float(created_at), job_id
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return f"config.{where}: {first['msg']}" if where else f"config: {first['msg']}"
-    return f"config: {exc}"

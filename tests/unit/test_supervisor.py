@@ -99,10 +99,13 @@ def test_start_validates_type_and_config_against_the_game_catalogue(store):
     assert unknown.value.extra["field"] == "job_type" and "burn" in unknown.value.message
     with pytest.raises(BadRequest) as bad:
         core.start("j1", "burn", {"seconds": -1}, now=1.0)
-    assert bad.value.message.startswith("config.seconds")
+    assert bad.value.message.startswith("config.seconds: ") and bad.value.extra["field"] == "config.seconds"
     with pytest.raises(BadRequest) as extra:
         core.start("j1", "burn", {"secs": 1}, now=1.0)
-    assert "config.secs" in extra.value.message
+    assert extra.value.message == "config.secs: unknown field"
+    with pytest.raises(BadRequest) as game:
+        core.start("j1", "burn", {"board_type": "hex9"}, now=1.0)
+    assert game.value.extra["field"] == "config.board_type" and "hex7" in game.value.message  # names the known ones
     assert core.start("j2", "burn", {"board_type": "hex7"}, now=1.0)["created"]  # a deployment's own game
     assert [launch.job_id for launch in runner.launches] == ["j2"]
 
