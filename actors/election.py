@@ -65,6 +65,7 @@ class ElectionActor:
         self._refreshed_at = 0.0
         self._cluster_store: Any = None
         self._recorded_end = float("-inf")
+        self._changing_voters = False  # no own candidacy between stepping down and reading the new set
 
     # --- start-up ------------------------------------------------------------------------
     async def _ensure_started(self) -> ElectionNode:
@@ -195,7 +196,8 @@ class ElectionActor:
                     await self._refresh_voters()
                     eligible = await self._eligible(self.node.config.voters)
                     await self._apply(self.node.set_eligible(eligible, time.monotonic()))
-                await self._apply(self.node.tick(time.monotonic()))
+                if not self._changing_voters:
+                    await self._apply(self.node.tick(time.monotonic()))
             except Exception:
                 log.exception("election tick failed")
             await asyncio.sleep(interval)
@@ -324,11 +326,15 @@ class ElectionActor:
             raise BadRequest("remove: would leave no voters", field="remove")
         await self._check_new_voters(add, wanted)
         epoch = node.epoch
-        await self._apply(node.step_down(time.monotonic()))
+        # Standing again under the old set before the change is recorded would only make the store
+        # refuse the change (a newer term): this node waits until it has read the new set.
+        self._changing_voters = True
         try:
+            await self._apply(node.step_down(time.monotonic()))
             recorded = await self._store().change_voters.remote(add, remove, epoch=epoch, writer=self.node_id)
         finally:
             await self._refresh_voters()
+            self._changing_voters = False
         return {**recorded, "changed": True}
 
     async def _check_new_voters(self, add: list[str], wanted: list[str]) -> None:

@@ -33,10 +33,13 @@ message, a lease refusal, a refused coordinator message, `observe_epoch` for a r
 or when it is retired. Leadership that has lapsed never resumes: the next term has a new epoch.
 
 What survives a failure is `to_record()`, handed out in `Ready.record` whenever it changes; the
-caller persists it before it sends what the call returned, answers the request, or acts as leader: the accepted epoch and its
-leader (so `epoch` never goes backwards), the highest epoch seen (so the next proposal goes above
-it), and this node's voter record (see `lease.py`). Leadership itself does not survive: a restarted
-node starts as a follower with a new lease id, so its old grants block it like anyone else's.
+caller persists it before it sends what the call returned, answers the request, or acts as
+leader: the accepted epoch and its leader (so `epoch` never goes backwards), the highest epoch
+seen (so the next proposal goes above it), and this node's voter record (see `lease.py`).
+Leadership itself does not survive: a restarted node starts as a follower with a new lease id, so
+its old grants block it like anyone else's. Neither does a voter change: the caller feeds the
+voter set it reads from the store (`set_voters`), which ends any leadership or campaign under the
+old set.
 """
 from __future__ import annotations
 
@@ -47,7 +50,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 from orchestrator.cluster.lease import (MAX_EPOCH, REFUSED_HELD, REFUSED_NOT_A_VOTER, REFUSED_STALE_EPOCH,
-                                        ElectionConfig, LeaseRequest, MalformedMessage, Voter, epoch_field, float_field, str_field)
+                                        ElectionConfig, LeaseRequest, MalformedMessage, Voter, epoch_field,
+                                        float_field, str_field)
 
 ELECTION = "election"
 LEASE = "lease"

@@ -155,7 +155,8 @@ class Membership:
         now = self._clock()
         retired = []
         for peer in self._peers.values():
-            if peer.retired_at is None and peer.node_id != self.self_id and self._silence(peer, now) >= self.config.retire_after_s:
+            if (peer.retired_at is None and peer.node_id != self.self_id
+                    and self._silence(peer, now) >= self.config.retire_after_s):
                 peer.retired_at = now
                 retired.append(peer)
         return retired

@@ -37,8 +37,10 @@ def test_forged_coordinator_messages_are_refused_and_the_node_keeps_a_leader(gat
 
     unknown = a.post("/coordinator", json={"leader_id": "zzz", "epoch": epoch + 1})
     assert unknown.status_code == 409 and unknown.json()["reason"] == "unknown_leader", unknown.text
-    unregistered = a.post("/coordinator", json={"leader_id": "sec-a", "epoch": 2**63 - 1})
-    assert unregistered.status_code == 409 and unregistered.json()["reason"] == "unregistered_epoch"
+    # The real leader's id, or the follower's, at an epoch nobody won.
+    for target, claimed in ((a, "sec-b"), (b, "sec-a")):
+        forged = target.post("/coordinator", json={"leader_id": claimed, "epoch": 2**63 - 1})
+        assert forged.status_code == 409 and forged.json()["reason"] == "unregistered_epoch", forged.text
     # Nothing was taken in: the node keeps following the real leader at the real epoch...
     status = _election(a)
     assert status["leader_id"] == "sec-b" and status["epoch"] == epoch and status["highest_epoch"] < 2**32
