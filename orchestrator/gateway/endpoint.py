@@ -50,9 +50,9 @@ def _arguments(request: web.Request, model: type[BaseModel] | None) -> BaseModel
     if not isinstance(body, dict):
         raise BadRequest("body: JSON body must be an object", field="body")
     if model is None:
-        if body:  # an endpoint without arguments takes none: a sent field would be silently ignored
-            field = str(next(iter(body)))
-            raise BadRequest(f"{field}: unknown field (this endpoint takes no body)", field=field)
+        if body or request.query:  # an endpoint without arguments takes none: one sent would be ignored
+            field = str(next(iter(body or request.query)))
+            raise BadRequest(f"{field}: unknown field (this endpoint takes no arguments)", field=field)
         return None
     return model.model_validate({**request.query, **body})
 

@@ -72,6 +72,7 @@ def test_a_body_must_be_json_but_no_body_is_fine(node):
     assert node.post("/cleanup", json={}).json()["status"] == "success"
     extra = node.post("/restart_stuck_jobs", json={"all": True})
     assert _is_error(extra, 400) and extra.json()["field"] == "all", "a field an endpoint never reads is refused"
+    assert _is_error(node.post("/admin/purge_retired?dry_run=true"), 400), "so is a query parameter"
     typo = node.post("/selfplay/start", json={"num_games": 1, "node_id": "rules", "temprature_moves": 3})
     assert _is_error(typo, 400) and typo.json()["field"] == "temprature_moves"
     assert not node.status()["jobs"], "no refused request started anything"
