@@ -76,6 +76,12 @@ def test_a_body_must_be_json_but_no_body_is_fine(node):
     typo = node.post("/selfplay/start", json={"num_games": 1, "node_id": "rules", "temprature_moves": 3})
     assert _is_error(typo, 400) and typo.json()["field"] == "temprature_moves"
     assert not node.status()["jobs"], "no refused request started anything"
+    tuned = {"temperature_moves": 3, "games_per_file": 1, "flush_interval_s": 5.0}  # once silently dropped
+    started = node.post("/selfplay/start", json={"board_type": "tic_tac_toe", "agent": "random", "num_games": 2,
+                                                  "node_id": "rules", **tuned})
+    assert started.status_code == 200, started.text
+    config = node.job(started.json()["job_id"])["config"]
+    assert {key: config[key] for key in tuned} == tuned, config
 
 
 def test_cross_site_requests_never_mutate(node):
