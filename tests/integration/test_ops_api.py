@@ -7,35 +7,67 @@ command), printing the documented format.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+import requests
 import yaml
 
-from tests.harness import wait_until
+from tests.harness import GatewayHarness, free_port, wait_until
+from tests.harness import TestNode as HarnessNode  # aliased: pytest would try to collect a Test* class
 from tests.unit.test_git_ops import commit, deployed, git, make_origin
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "registry"
+ROOT = Path(__file__).resolve().parents[2]
 # Nothing here is about failure detection: peers stay alive through a loaded machine's pauses.
 TOLERANT_TIMINGS = dict(heartbeat_interval_s=0.5, peer_timeout_s=10.0, dead_after_s=30.0, retire_after_s=60.0)
 
 
-def _pair(gateways, tmp_path, remote):
-    voters = ["ops-a", "ops-b"]
-    nodes = [gateways.start(name, gateways.ray_node_id(i), voters=voters, git_repo_dir=deployed(tmp_path, remote, name),
-                            git_timeout_s=20.0, **TOLERANT_TIMINGS) for i, name in enumerate(voters)]
-    a, b = nodes
-    leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
-                        timeout_s=60, what="a leader")
-    wait_until(lambda: all(n.peer_state(m.node_id) == "alive" for n in nodes for m in nodes), timeout_s=60,
-               what="peers alive")
-    return (a, b) if leader == a.node_id else (b, a)
+@dataclass
+class OpsCluster:
+    harness: GatewayHarness
+    leader: HarnessNode
+    follower: HarnessNode
+    author: Path  # a clone that pushes to the bare remote both nodes deploy from
+    registry_yaml: Path  # the follower's
+    vast_output: Path  # what the follower's stand-in `vastai` prints
 
 
-def test_git_update_diagnose_and_transport_stats(gateways, tmp_path):
+@pytest.fixture(scope="module")
+def ops(ray_cluster, tmp_path_factory):
+    """Two nodes, each deploying its own clone; started once for this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("ops")
     remote, author = make_origin(tmp_path)
-    leader, follower = _pair(gateways, tmp_path, remote)
+    registry_yaml = tmp_path / "conf" / "registry.yaml"
+    registry_yaml.parent.mkdir()
+    registry_yaml.write_text((FIXTURES / "static_registry.yaml").read_text())
+    tool, vast_output = _vast_tool(tmp_path)
+    harness = GatewayHarness(ray_cluster, tmp_path)
+    voters = ["ops-a", "ops-b"]
+    try:
+        a, b = (harness.start(name, harness.ray_node_id(i), voters=voters, git_repo_dir=deployed(tmp_path, remote, name),
+                              git_timeout_s=20.0, registry_yaml=registry_yaml, vast_cli=tool, **TOLERANT_TIMINGS)
+                for i, name in enumerate(voters))
+        leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
+                            timeout_s=60, what="a leader")
+        wait_until(lambda: all(n.peer_state(m.node_id) == "alive" for n in (a, b) for m in (a, b)), timeout_s=60,
+                   what="peers alive")
+        leader, follower = (a, b) if leader == a.node_id else (b, a)
+        yield OpsCluster(harness, leader, follower, author, registry_yaml, vast_output)
+    finally:
+        harness.close()
+
+
+def test_git_status_update_and_the_cluster_update(ops):
+    leader, follower, author = ops.leader, ops.follower, ops.author
     v1 = git(author, "rev-parse", "HEAD")
 
     status = follower.get("/git/status").json()
@@ -72,7 +104,48 @@ def test_git_update_diagnose_and_transport_stats(gateways, tmp_path):
     assert (report["status"], report["updated_count"], report["failed_count"]) == ("success", 2, 0)
     assert leader.post("/api/cluster/git/update", json={"ref": "$(id)"}).status_code == 400
 
-    # the forwarded calls above were counted by the follower's client, under the leader's node id
+
+def test_registry_refresh_save_and_probe(ops):
+    node = ops.follower
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    ops.vast_output.write_text(_vast_instances(node.settings.port, closed_port))
+
+    missing = node.post("/registry/update_tailscale")
+    assert missing.status_code == 503 and "tailscale_cli" in missing.json()["error"]
+    assert node.post("/registry/update_vast", json={"argv": ["id"]}).json()["field"] == "argv"
+    refreshed = node.post("/registry/update_vast").json()
+    assert refreshed["host_count"] == 2 and refreshed["hosts"][0]["address"] == "127.0.0.1"
+
+    providers = node.get("/registry/status").json()["providers"]
+    assert [h["host_id"] for h in providers["static"]["hosts"]] == ["lab-box-1", "lab-box-2"], "read from the YAML"
+    assert providers["vast"]["refreshed_at"] and providers["tailscale"]["last_error"].startswith("Tailscale")
+    assert sum(h["state"] == "alive" for h in providers["ray"]["hosts"]) >= 3
+
+    probe = node.post("/connectivity/probe_vast", json={"timeout_s": 5}).json()
+    by_service = {r["service"]: r for r in probe["results"]}
+    assert by_service["gateway"]["tcp"]["ok"] and by_service["gateway"]["health"]["answer"]["node_id"] == node.node_id
+    assert not by_service["ssh"]["tcp"]["ok"] and probe["unprobed"] == ["vast-7835611"]
+    assert node.post("/connectivity/probe_vast", json={"address": "10.0.0.1"}).json()["field"] == "address"
+    assert node.post("/connectivity/probe_vast", json={"host_ids": ["10.0.0.1"]}).status_code == 404
+
+    assert node.post("/registry/save_yaml", json={"path": "/tmp/elsewhere.yaml"}).status_code == 400
+    saved = node.post("/registry/save_yaml").json()
+    assert saved["path"] == str(ops.registry_yaml) and not list(ops.registry_yaml.parent.glob("*.tmp"))
+    assert len(yaml.safe_load(ops.registry_yaml.read_text())["providers"]["vast"]["hosts"]) == 2
+    paths = node.get("/openapi.json").json()["paths"]
+    assert {"/git/status", "/git/update", "/api/cluster/git/update", "/registry/save_yaml",
+            "/connectivity/diagnose/{node_id}", "/connectivity/probe_vast"} <= set(paths)
+
+
+def test_transport_stats_and_diagnose_of_a_live_and_a_stopped_gateway(ops):
+    """Last in this module: it stops the leader's gateway."""
+    leader, follower = ops.leader, ops.follower
+    assert follower.post("/api/cluster/git/update", json={"ref": "$(id)"}).status_code == 400  # checked here, not sent
+    assert follower.post("/api/cluster/git/update").status_code == 200  # forwarded to the leader
+
+    # the forwarded calls were counted by the follower's client, under the leader's node id
     stats = follower.get("/connectivity/transport_stats").json()["peers"]
     to_leader = next(p for p in stats if p["node_id"] == leader.node_id)
     assert to_leader["requests"] >= 1 and to_leader["bytes"] > 0 and to_leader["p50_latency_ms"] > 0
@@ -83,7 +156,7 @@ def test_git_update_diagnose_and_transport_stats(gateways, tmp_path):
     assert live["address"]["addresses"] == ["127.0.0.1"]
     assert follower.get("/connectivity/diagnose/ghost").status_code == 404
 
-    gateways.stop_gateway(leader.node_id)
+    ops.harness.stop_gateway(leader.node_id)
     dead = follower.get(f"/connectivity/diagnose/{leader.node_id}").json()
     assert not dead["reachable"] and not dead["tcp"]["ok"] and dead["health"]["ok"] is False
     assert "gateway is down or blocked" in dead["summary"], "Ray still sees the node: only its gateway is gone"
@@ -110,42 +183,37 @@ def _vast_instances(gateway_port: int, closed_port: int) -> str:
     return json.dumps(instances)
 
 
-def test_registry_refresh_save_reload_and_probe(gateways, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    registry_yaml = tmp_path / "conf" / "registry.yaml"
-    registry_yaml.parent.mkdir()
-    registry_yaml.write_text((FIXTURES / "static_registry.yaml").read_text())
-    tool, output = _vast_tool(tmp_path)
-    node = gateways.start("reg-a", gateways.ray_node_id(0), registry_yaml=registry_yaml, vast_cli=tool)
-    output.write_text(_vast_instances(node.settings.port, closed_port))
+def test_the_launcher_restarts_its_node_after_an_update(ray_cluster, tmp_path):
+    """The documented launcher: an update that moves HEAD answers first, then the same process
+    (exec keeps the pid) drains, stops its actors and comes back serving with fresh actors."""
+    remote, author = make_origin(tmp_path)
+    checkout = deployed(tmp_path, remote)
+    port = free_port()
+    env = {**os.environ, "P2P_PORT": str(port), "P2P_NODE_ID": "restarting", "P2P_DATA_DIR": str(tmp_path / "data"),
+           "P2P_AUTH_TOKEN": "tok", "P2P_HOST": "127.0.0.1", "P2P_GIT_REPO_DIR": str(checkout)}
+    url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer tok"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "p2p_orchestrator.py"), "--ray-address",
+                                ray_cluster.address, "--ray-node-ip", "127.0.0.3"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    missing = node.post("/registry/update_tailscale")
-    assert missing.status_code == 503 and "tailscale_cli" in missing.json()["error"]
-    assert node.post("/registry/update_vast", json={"argv": ["id"]}).json()["field"] == "argv"
-    refreshed = node.post("/registry/update_vast").json()
-    assert refreshed["host_count"] == 2 and refreshed["hosts"][0]["address"] == "127.0.0.1"
-
-    providers = node.get("/registry/status").json()["providers"]
-    assert [h["host_id"] for h in providers["static"]["hosts"]] == ["lab-box-1", "lab-box-2"], "read at start"
-    assert providers["vast"]["refreshed_at"] and providers["tailscale"]["last_error"].startswith("Tailscale")
-    assert sum(h["state"] == "alive" for h in providers["ray"]["hosts"]) >= 3
-
-    probe = node.post("/connectivity/probe_vast", json={"timeout_s": 5}).json()
-    by_service = {r["service"]: r for r in probe["results"]}
-    assert by_service["gateway"]["tcp"]["ok"] and by_service["gateway"]["health"]["answer"]["node_id"] == "reg-a"
-    assert not by_service["ssh"]["tcp"]["ok"] and probe["unprobed"] == ["vast-7835611"]
-    assert node.post("/connectivity/probe_vast", json={"address": "10.0.0.1"}).json()["field"] == "address"
-    assert node.post("/connectivity/probe_vast", json={"host_ids": ["10.0.0.1"]}).status_code == 404
-
-    assert node.post("/registry/save_yaml", json={"path": "/tmp/elsewhere.yaml"}).status_code == 400
-    saved = node.post("/registry/save_yaml").json()
-    assert saved["path"] == str(registry_yaml) and not list(registry_yaml.parent.glob("*.tmp"))
-    assert len(yaml.safe_load(registry_yaml.read_text())["providers"]["vast"]["hosts"]) == 2
-
-    again = gateways.start("reg-b", gateways.ray_node_id(1), registry_yaml=registry_yaml)
-    assert again.get("/registry/status").json()["providers"]["vast"]["host_count"] == 2, "the saved file is read at start"
-    paths = again.get("/openapi.json").json()["paths"]
-    assert {"/git/status", "/git/update", "/api/cluster/git/update", "/registry/save_yaml",
-            "/connectivity/diagnose/{node_id}", "/connectivity/probe_vast"} <= set(paths)
+    def health():
+        try:
+            return requests.get(f"{url}/health", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return None
+    try:
+        wait_until(health, timeout_s=90, what="the launcher serving")
+        v2 = commit(author, "app.py", "v2\n")
+        git(author, "push", "-q", "origin", "main")
+        updated = requests.post(f"{url}/git/update", headers=auth, timeout=60).json()
+        asked_at = time.monotonic()
+        assert updated["current_commit"] == v2 and updated["restarting"] is True
+        wait_until(lambda: health() is None, timeout_s=30, what="the old process to stop serving")
+        back = wait_until(health, timeout_s=90, what="the node serving again")
+        assert back["uptime_seconds"] < time.monotonic() - asked_at and process.poll() is None, "re-executed in place"
+        assert requests.get(f"{url}/git/status", headers=auth, timeout=30).json()["commit"] == v2
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
