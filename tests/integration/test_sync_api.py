@@ -8,6 +8,9 @@ from urllib.parse import quote
 from tests.harness import wait_until
 
 LEASE_TTL_S = 8.0
+# Slow node starts on a loaded box must not get a peer retired (sticky) before it ever joined.
+PATIENT = dict(lease_ttl_s=LEASE_TTL_S, peer_timeout_s=5.0, dead_after_s=60.0, retire_after_s=600.0,
+               actor_call_timeout_s=60.0)
 MIB = 1 << 20
 
 
@@ -26,11 +29,20 @@ def _sha(data: bytes) -> str:
 
 def _trio(gateways):
     voters = ["sy-a", "sy-b", "sy-c"]
-    nodes = [gateways.start(name, gateways.ray_node_id(i), voters=voters, lease_ttl_s=LEASE_TTL_S)
+    nodes = [gateways.start(name, gateways.ray_node_id(i), voters=voters, **PATIENT)
              for i, name in enumerate(voters)]
-    wait_until(lambda: len({n.status()["leader_id"] for n in nodes}) == 1 and nodes[0].status()["leader_id"]
-               and all(sum(p["state"] == "alive" for p in n.status()["peers"]) == 3 for n in nodes),
-               timeout_s=40, what="a leader and three alive peers")
+    seen = []
+
+    def formed():
+        seen[:] = [(v["node_id"], v["leader_id"], sorted((p["node_id"], p["state"]) for p in v["peers"]))
+                   for v in (n.status() for n in nodes)]
+        leaders = {leader for _, leader, _ in seen}
+        return len(leaders) == 1 and None not in leaders and all(
+            sum(state == "alive" for _, state in peers) == 3 for _, _, peers in seen)
+    try:
+        wait_until(formed, timeout_s=90, what="a leader and three alive peers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; views: {seen}") from None
     return nodes
 
 
@@ -49,8 +61,8 @@ def _finished(node, sync_id):
 
 def test_pull_serves_verified_files_refuses_escapes_and_a_full_target_answers_507(gateways):
     voters = ["sy-d", "sy-e"]
-    node = gateways.start("sy-d", gateways.ray_node_id(0), voters=voters, lease_ttl_s=LEASE_TTL_S)
-    full = gateways.start("sy-e", gateways.ray_node_id(1), voters=voters, lease_ttl_s=LEASE_TTL_S,
+    node = gateways.start("sy-d", gateways.ray_node_id(0), voters=voters, **PATIENT)
+    full = gateways.start("sy-e", gateways.ray_node_id(1), voters=voters, **PATIENT,
                           sync_disk_limit_percent=0.001)
     game = os.urandom(3 * MIB + 17)
     _write(node, "selfplay/tic_tac_toe/j1/games-0-0.jsonl", game, mtime=2_000_000_000)
@@ -97,7 +109,7 @@ def test_pull_serves_verified_files_refuses_escapes_and_a_full_target_answers_50
 
 
 def test_planned_sync_copies_only_what_differs_resumes_and_replaces_corrupt_copies(gateways):
-    a, b, c = _trio(gateways)
+    a, b, c = trio = _trio(gateways)
     shared = os.urandom(MIB)
     newest = os.urandom(2 * MIB)
     resumable = os.urandom(2 * MIB)
