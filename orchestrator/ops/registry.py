@@ -22,7 +22,8 @@ import yaml
 
 from orchestrator.errors import Unavailable
 
-PROVIDERS = ("static", "ray", "vast", "aws", "tailscale")
+PROVIDERS = ("static", "ray_cluster", "vast", "aws", "tailscale")
+LIVE = "ray_cluster"  # read from the cluster at each status, never saved
 REFRESHABLE = ("vast", "aws", "tailscale")
 YAML_VERSION = 1
 
@@ -148,7 +149,7 @@ def parse_tailscale(text: str, gateway_port: int) -> list[Host]:
 
 def parse_ray(nodes: list[dict[str, Any]]) -> list[Host]:
     """`ray.nodes()` entries: NodeID, Alive, NodeManagerAddress, NodeManagerHostname, Resources."""
-    return [Host(provider="ray", host_id=n["NodeID"], name=n.get("NodeManagerHostname") or n["NodeID"][:12],
+    return [Host(provider=LIVE, host_id=n["NodeID"], name=n.get("NodeManagerHostname") or n["NodeID"][:12],
                  address=n.get("NodeManagerAddress"), state="alive" if n.get("Alive") else "dead",
                  details={"resources": n.get("Resources") or {}}) for n in nodes]
 
@@ -205,7 +206,7 @@ class Registry:
     """Hosts per provider with the last refresh and last error; the Ray provider is read live."""
 
     def __init__(self, providers: dict[str, ProviderState] | None = None) -> None:
-        self._providers = {name: ProviderState() for name in PROVIDERS if name != "ray"}
+        self._providers = {name: ProviderState() for name in PROVIDERS if name != LIVE}
         self._providers.update(providers or {})
 
     def hosts(self, provider: str) -> tuple[Host, ...]:
@@ -220,7 +221,7 @@ class Registry:
 
     def status(self, ray_hosts: list[Host], now: float) -> dict[str, Any]:
         providers = {name: state.to_dict() for name, state in self._providers.items()}
-        providers["ray"] = ProviderState(tuple(ray_hosts), refreshed_at=now).to_dict()
+        providers[LIVE] = ProviderState(tuple(ray_hosts), refreshed_at=now).to_dict()
         return {name: providers[name] for name in PROVIDERS}
 
     def to_yaml(self, now: float) -> str:
@@ -237,7 +238,7 @@ class Registry:
             raise ValueError("registry YAML: expected a mapping with `providers`")
         providers = {}
         for name, section in (doc.get("providers") or {}).items():
-            if name not in PROVIDERS or name == "ray":
+            if name not in PROVIDERS or name == LIVE:
                 raise ValueError(f"registry YAML: unknown provider {name!r}")
             section = section or {}
             hosts = tuple(Host.from_dict(name, h) for h in section.get("hosts") or [])

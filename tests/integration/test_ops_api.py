@@ -121,7 +121,7 @@ def test_registry_refresh_save_and_probe(ops):
     providers = node.get("/registry/status").json()["providers"]
     assert [h["host_id"] for h in providers["static"]["hosts"]] == ["lab-box-1", "lab-box-2"], "read from the YAML"
     assert providers["vast"]["refreshed_at"] and providers["tailscale"]["last_error"].startswith("Tailscale")
-    assert sum(h["state"] == "alive" for h in providers["ray"]["hosts"]) >= 3
+    assert sum(h["state"] == "alive" for h in providers["ray_cluster"]["hosts"]) >= 3
 
     probe = node.post("/connectivity/probe_vast", json={"timeout_s": 5}).json()
     by_service = {r["service"]: r for r in probe["results"]}

@@ -78,7 +78,7 @@ def test_static_yaml_and_the_saved_round_trip():
     again = Registry.from_yaml(registry.to_yaml(now=102.0))
     assert again.hosts("static") == registry.hosts("static") and again.hosts("vast") == registry.hosts("vast")
     status = again.status([], now=103.0)
-    assert list(status) == ["static", "ray", "vast", "aws", "tailscale"]
+    assert list(status) == ["static", "ray_cluster", "vast", "aws", "tailscale"]
     assert status["vast"]["refreshed_at"] == 100.0 and status["vast"]["host_count"] == 2
 
 
