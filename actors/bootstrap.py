@@ -9,6 +9,7 @@ import ray
 
 from actors.cluster_store import ensure_cluster_store
 from actors.cmaes import ensure_cmaes_actor
+from actors.registrar import ensure_model_registrar
 from actors.sync import ensure_sync_actor
 from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
@@ -64,6 +65,7 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
         settings.node_id, ray_node_id, settings)
     election = ElectionActor.options(name=election_name(settings.node_id), **common).remote(settings.node_id, settings)
     store = ensure_cluster_store(settings.node_dir())
+    ensure_model_registrar()  # registers finished training runs through whichever node leads
     return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs, election=election,
                       cluster_store=store, cmaes=ensure_cmaes_actor(settings.node_dir()),
                       sync=ensure_sync_actor(settings, ray_node_id))

@@ -4,7 +4,8 @@ A training run is a record in the cluster store (kind `training_runs`, written b
 plus a `training` or `nnue_training` job on the node the leader chose. The run's live state is
 that job, asked of its node's JobSupervisor; its loss curve is the job's metric series, kept by
 the same supervisor (the job's own progress reports and `POST /training/update` both add to it).
-The model a run produces is in the registry (kind `models`) once the job registered it.
+The job does not register its model: the registrar (`actors/registrar.py`) registers a finished
+run's verified model through whichever leader is current, and notes the outcome on the run.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from orchestrator.models import (ModelsQuery, TrainingMetricsQuery, TrainingRunQ
 
 RUNS = "training_runs"
 JOB_TYPES = {"policy_value": ("training", PolicyValueJobConfig, "pv"), "nnue": ("nnue_training", NNUEJobConfig, "nnue")}
-REQUEST_FIELDS = ("board_type", "steps", "epochs", "batch_size", "lr", "window_games", "seed", "report_every", "parent")
+REQUEST_FIELDS = ("board_type", "steps", "epochs", "batch_size", "lr", "window_games", "seed", "report_every", "parent",
+                  "max_samples_in_memory")
 JOB_VIEW = ("state", "progress", "attempt", "stuck", "started_at", "finished_at", "error")
 
 
@@ -61,7 +63,7 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     model_id = f"{run_id}-{tag}"
     epoch = node.election()["epoch"]
     config = _job_config(model_kind, {**args.model_dump(include=set(REQUEST_FIELDS), exclude_none=True),
-                                      "model_id": model_id, "epoch": epoch, "leader_id": node.node_id}, node.games)
+                                      "model_id": model_id}, node.games)
     existing = await node.call(node.actors.cluster_store.read.remote(RUNS, run_id))
     if existing is not None:
         if existing["request"] != request:
@@ -74,7 +76,7 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     written = await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))  # refused unless we lead
     if written["epoch"] != epoch:  # a newer term of ours than the cached view: commission the run under it
         epoch = written["epoch"]
-        run.update(epoch=epoch, config={**config, "epoch": epoch})
+        run["epoch"] = epoch
         await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
     try:
         await start_job_on(node, target, run_id, job_type, run["config"], epoch)
@@ -129,9 +131,10 @@ async def _run_view(node, run: dict[str, Any], models: dict[str, dict]) -> dict[
         view["job"] = {key: job[key] for key in JOB_VIEW}
     result = (job or {}).get("result") or {}
     model = models.get(run["model_id"])
+    settled = run.get("registration") or {}
     view["registered"] = model is not None
     view["model"] = model or result.get("model")
-    view["registration"] = result.get("registration")
+    view["registration"] = settled.get("note") or result.get("registration") or "pending: the job has not finished"
     view["skipped_note"] = result.get("skipped_note")
     return view
 
