@@ -136,7 +136,9 @@ class PipelineActor:
             run = self.runs[run_id]
         world = pl.World(ledger=self._ledger(run["request"]["board_type"]), epoch=epoch, leader_id=leader,
                          jobs={job_id: self._job(run["node_id"], job_id) for job_id in pl.job_ids(run)},
-                         tests={test_id: self._test(test_id) for test_id in pl.test_ids(run)})
+                         tests={test_id: self._test(test_id) for test_id in pl.test_ids(run)},
+                         models={model_id: _call(lookup(CLUSTER_STORE).read.remote(REGISTRY_KIND, model_id))
+                                 for model_id in pl.model_ids(run)})
         advanced, actions = pl.advance(run, world, time.time())
         if advanced != run:
             self._save_run(advanced)  # stored before acting: a crash after this repeats the same actions
@@ -179,6 +181,9 @@ class PipelineActor:
                 _call(lookup(TOURNAMENT_ACTOR).cancel_abtest.remote(action.test_id, epoch))
             except NotFound:
                 pass  # never created
+        elif isinstance(action, pl.RegisterModel):
+            if _call(lookup(CLUSTER_STORE).read.remote(REGISTRY_KIND, action.model_id)) is None:
+                self._leader_write(REGISTRY_KIND, action.model_id, ModelRecord.from_dict(action.doc).to_dict())
         elif isinstance(action, pl.InitBaseline):
             self._init_baseline(node_id, action)
         elif isinstance(action, pl.LedgerEvent):

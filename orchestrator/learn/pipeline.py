@@ -131,6 +131,7 @@ class World:
     leader_id: str
     jobs: Mapping[str, Any] = field(default_factory=dict)  # job id -> job view, None (unknown) or UNREACHABLE
     tests: Mapping[str, Any] = field(default_factory=dict)  # test id -> abtest status or None
+    models: Mapping[str, Any] = field(default_factory=dict)  # model id (of `model_ids`) -> registry doc or None
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ class StartTest:
 
 
 @dataclass(frozen=True)
+class RegisterModel:
+    """Write a finished training job's verified model record to the registry (if absent)."""
+    model_id: str
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StopTest:
     test_id: str
 
@@ -184,7 +192,7 @@ class Archive:
     model_id: str
 
 
-Action = StartJob | StopJob | InitBaseline | StartTest | StopTest | LedgerEvent | Archive
+Action = StartJob | StopJob | InitBaseline | RegisterModel | StartTest | StopTest | LedgerEvent | Archive
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -250,6 +258,11 @@ def test_ids(run: Mapping[str, Any]) -> list[str]:
         elif cycle["phase"] == "regression":
             ids.append(regression_test_id(cycle))
     return ids
+
+
+def model_ids(run: Mapping[str, Any]) -> list[str]:
+    """The registry records `advance` needs: the candidates of cycles in training."""
+    return [candidate_id(c) for c in run["cycles"] if c["phase"] == "training" and c["training_attempt"]]
 
 
 def advance(run: Mapping[str, Any], world: World, now: float) -> tuple[dict[str, Any], list[Action]]:
@@ -376,7 +389,18 @@ def _training(run, cycle, world: World, now: float, earlier_done: bool) -> list[
         return []
     if job["state"] == "completed":
         result = job.get("result") or {}
-        if not result.get("registered"):
+        produced = result.get("model") or {}
+        registered = world.models.get(result.get("model_id"))
+        if not result.get("registered") and result.get("checkpoint_verified") and produced \
+                and (registered or {}).get("sha256") != produced.get("sha256"):
+            if registered is None:
+                # Finished, verified, but refused registration (its commissioning leader was
+                # deposed meanwhile): recorded under the current leader instead of trained again.
+                cycle["note"] = f"registering {result['model_id']}: {result.get('registration')}"
+                return [RegisterModel(result["model_id"], produced)]
+            _retry(cycle, "training", now, f"model id {result['model_id']} names another model")
+            return _training(run, cycle, world, now, earlier_done) if cycle["phase"] == "training" else []
+        if not result.get("registered") and registered is None:
             _retry(cycle, "training", now, f"model not registered: {result.get('registration')}")
             return _training(run, cycle, world, now, earlier_done) if cycle["phase"] == "training" else []
         metrics = (result.get("model") or {}).get("metrics") or {}

@@ -26,12 +26,14 @@ class FakeWorld:
         self.jobs: dict = {}
         self.tests: dict = {}
         self.started: list = []
+        self.models: dict = {}
         self.data_dir = "/data/home"
 
     def world(self, run):
         return pl.World(self.ledger, self.epoch, self.leader,
                         jobs={j: self.jobs.get(j) for j in pl.job_ids(run)},
-                        tests={t: self.tests.get(t) for t in pl.test_ids(run)})
+                        tests={t: self.tests.get(t) for t in pl.test_ids(run)},
+                        models={m: self.models.get(m) for m in pl.model_ids(run)})
 
     def apply(self, actions, now):
         for action in actions:
@@ -52,6 +54,8 @@ class FakeWorld:
                 else:
                     self.ledger = gating.rollback(self.ledger, action.event_id, action.model_id, now, action.reason,
                                                   action.evidence)
+            elif isinstance(action, pl.RegisterModel):
+                self.models.setdefault(action.model_id, action.doc)
             elif isinstance(action, pl.StopJob) and action.job_id in self.jobs:
                 self.jobs[action.job_id]["state"] = "stopped"
 
@@ -59,11 +63,13 @@ class FakeWorld:
         self.jobs[job_id].update(state="completed", progress={"games_done": games},
                                  result={"directory": f"{self.data_dir}/selfplay/{BOARD}/{job_id}"})
 
-    def finish_training(self, job_id, registered=True):
+    def finish_training(self, job_id, registered=True, verified=True):
         model_id = self.jobs[job_id]["config"]["model_id"]
         self.jobs[job_id].update(state="completed", result={
             "registered": registered, "model_id": model_id, "registration": "ok" if registered else "refused",
-            "model": {"metrics": {"final_loss": 1.25}}})
+            "checkpoint_verified": verified, "model": {"sha256": "ab" * 32, "metrics": {"final_loss": 1.25}}})
+        if registered:
+            self.models[model_id] = self.jobs[job_id]["result"]["model"]
         return model_id
 
     def decide(self, test_id, decision):
@@ -183,9 +189,24 @@ def test_training_commissioned_by_a_deposed_leader_is_commissioned_again_under_t
     run, actions = _step(run, fake, 3.0)
     (job,) = [a for a in actions if isinstance(a, pl.StartJob)]
     assert job.job_id == "r5-c1-train-2" and job.epoch == 2 and job.config["leader_id"] == "next"
-    fake.finish_training(job.job_id, registered=False)  # e.g. refused: retried, up to MAX_ATTEMPTS
+    model_id = fake.finish_training(job.job_id, registered=False)  # its leader deposed meanwhile: refused
     run, actions = _step(run, fake, 4.0)
-    assert _current(run)["training_attempt"] == 3 and "not registered" in _current(run)["note"]
+    assert actions == [pl.RegisterModel(model_id, fake.jobs[job.job_id]["result"]["model"])]
+    run, actions = _step(run, fake, 5.0)
+    assert _current(run)["phase"] == "gating" and _current(run)["candidate"] == model_id, "registered, not retrained"
+    assert _current(run)["training_attempt"] == 2
+
+
+def test_an_unverified_unregistered_model_is_trained_again():
+    fake = FakeWorld()
+    run = pl.new_run("r5b", "improvement", _request(cycles=1), "home", now=0.0)
+    run, _ = _step(run, fake, 1.0)
+    fake.finish_selfplay(pl.selfplay_job_id(_current(run)))
+    run, _ = _step(run, fake, 2.0)
+    fake.finish_training("r5b-c1-train-1", registered=False, verified=False)
+    run, actions = _step(run, fake, 3.0)
+    assert _current(run)["training_attempt"] == 2 and "not registered" in _current(run)["note"]
+    assert [a.job_id for a in actions if isinstance(a, pl.StartJob)] == ["r5b-c1-train-2"]
 
 
 def test_a_phase_that_keeps_failing_fails_the_run_with_the_reason():
