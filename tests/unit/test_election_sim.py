@@ -130,11 +130,11 @@ class SimCluster:
     def active(self, name: str) -> bool:
         return name in self.nodes and name not in self.paused and name not in self.dead
 
-    def join(self, name: str, offset: float, rate: float) -> None:
+    def join(self, name: str, offset: float, rate: float, seen=None) -> None:
         """A node starts now (its process, with a fresh clock) and reads the recorded voters,
-        recording those present if it is the first to finish forming."""
+        recording those it saw (default: those started, and itself) if it is the first to form."""
         self.clocks[name] = Clock(self.now, offset, rate)
-        voters, self.versions[name] = self.store.form([n for n in self.nodes] + [name])
+        voters, self.versions[name] = self.store.form(seen or [n for n in self.nodes] + [name])
         config = replace(self.config, voters=voters)
         self.nodes[name] = ElectionNode(name, config, eligible=self.names, now=self.local(name),
                                         lease_id=f"{name}#0")
@@ -271,9 +271,16 @@ class ElectionMachine(RuleBasedStateMachine):
         names = [f"n{i}" for i in range(size)]
         voters = data.draw(st.one_of(st.just(names), st.lists(st.sampled_from(names), min_size=1, unique=True)),
                            label="voters")
-        self.sim = SimCluster(names, make_config(voters),
-                              data.draw(st.lists(offsets, min_size=size, max_size=size), label="offsets"),
-                              data.draw(st.lists(rates, min_size=size, max_size=size), label="rates"))
+        clock_offsets = data.draw(st.lists(offsets, min_size=size, max_size=size), label="offsets")
+        clock_rates = data.draw(st.lists(rates, min_size=size, max_size=size), label="rates")
+        if data.draw(st.booleans(), label="staggered"):
+            # No configured voters: the nodes that start together record themselves, the rest join later.
+            self.sim = SimCluster(names, make_config(voters), clock_offsets, clock_rates, started=[])
+            self.sim.store = SimStore()
+            for name in voters:
+                self.sim.join(name, clock_offsets[names.index(name)], clock_rates[names.index(name)], seen=voters)
+        else:
+            self.sim = SimCluster(names, make_config(voters), clock_offsets, clock_rates)
         self.epochs = {n: (0, 0) for n in names}
         self.minority_since: dict[str, float] = {}
 
@@ -344,7 +351,7 @@ class ElectionMachine(RuleBasedStateMachine):
         sim = self.sim
         sim.group = {n: side for n, side in zip(sim.names, sides)}
         self.minority_since = {}
-        for name in sim.names:
+        for name in sim.nodes:
             config = sim.nodes[name].config
             voters_on_side = sum(1 for v in config.voters if sim.group[v] == sim.group[name])
             if voters_on_side < config.quorum:
@@ -393,7 +400,15 @@ class ElectionMachine(RuleBasedStateMachine):
 
     @rule(index=st.integers(0, MAX_NODES - 1), offset=offsets, rate=rates)
     def restart(self, index, offset, rate):
-        self.sim.restart(self.name(index), offset, rate)
+        if self.name(index) in self.sim.nodes:
+            self.sim.restart(self.name(index), offset, rate)
+
+    @rule(index=st.integers(0, MAX_NODES - 1), offset=offsets, rate=rates)
+    def join(self, index, offset, rate):
+        """A node that was not there when the cluster formed starts now, and reads the voters."""
+        if self.name(index) not in self.sim.nodes:
+            self.sim.join(self.name(index), offset, rate)
+            event("a node joined late")
 
     @invariant()
     def leaderships_never_overlap_and_every_leader_is_backed(self):
