@@ -9,6 +9,7 @@ import ray
 
 from actors.catalog import JOB_TYPES
 from actors.naming import CLUSTER_STORE, jobs_name, lookup, root_cause
+from actors.sync import GATHERING_JOB_TYPES, fetch_model_file, gather_selfplay
 from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 
@@ -38,7 +39,9 @@ class RayJobContext:
         return self.stop_seen
 
     def load_model(self, model_id: str) -> Any:
-        """A registered model, resolved from its registry record (files verified by sha256)."""
+        """A registered model, resolved from its registry record (files verified by sha256); a model
+        file this node lacks is first fetched from a node that holds it."""
+        fetch_model_file(self.node_id, model_id)
         return load_registered(model_id, self.data_dir, self.device)
 
     def register_model(self, doc: dict[str, Any], epoch: int, writer: str) -> dict[str, Any]:
@@ -68,5 +71,11 @@ def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, at
     # goes silent shows as stuck; a stop that arrived while it was queued ends it here.
     if ctx.report({"phase": "started"}):
         return {"result": None, "stopped": True}
+    gathered = None
+    if job_type in GATHERING_JOB_TYPES:  # the window comes from every node's self-play, copied here first
+        ctx.report({"phase": "gathering"})
+        gathered = gather_selfplay(node_id, job_id, attempt, config["board_type"])
     result = kind.run(kind.config_model.model_validate(config, context={GAMES_CONTEXT_KEY: games}), ctx)
+    if gathered is not None and isinstance(result, dict):
+        result = {**result, "data_sources": gathered}  # which node each copied file of the window came from
     return {"result": result, "stopped": ctx.stop_seen}

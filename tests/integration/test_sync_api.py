@@ -244,9 +244,16 @@ def test_selfplay_on_two_nodes_trains_on_the_third_and_the_model_plays_everywher
     assert pushed.json()["nodes"][players[1].node_id]["fetched"] is True
     for node in nodes:
         assert hashlib.sha256((node.settings.node_dir() / model["path"]).read_bytes()).hexdigest() == model["sha256"]
+    others = [players[1], trainer]
+    for node in others:
+        body = {"job_id": f"model-games-{node.node_id}", "job_type": "selfplay",
+                "config": {"board_type": BOARD, "agent": f"model:{model_id}+mcts_4", "num_games": 2}}
+        assert node.post("/start_job", json=body).status_code == 200
+    for node in others:
+        assert _job_done(node, f"model-games-{node.node_id}")["state"] == "completed"
 
     # a job that cannot get its model fails naming it
     for node in nodes:
         (node.settings.node_dir() / model["path"]).unlink()
-    failed = _selfplay(players[1], "model-games-1", agent=f"model:{model_id}+mcts_4", num_games=2)
+    failed = _selfplay(players[1], "model-games-gone", agent=f"model:{model_id}+mcts_4", num_games=2)
     assert failed["state"] == "failed" and model_id in failed["error"] and "no alive node holds" in failed["error"]
