@@ -25,6 +25,7 @@ from typing import Any
 import ray
 
 from actors.cluster_store import head_node_id
+from actors.sync import push_best_model
 from actors.naming import (CLUSTER_STORE, NAMESPACE, TOURNAMENT_ACTOR, election_name, jobs_name, lookup, peer_name,
                            pinned, root_cause)
 from orchestrator import __version__
@@ -225,6 +226,8 @@ class PipelineActor:
             ledger = gating.rollback(ledger, action.event_id, action.model_id, now, action.reason, action.evidence)
         self._leader_write(gating.LEDGER_KIND, board_type, ledger)
         self._sync_statuses(ledger)
+        if action.kind != "check" and ledger["best"] is not None:  # the new best's file goes to every node first
+            push_best_model(ledger["best"])
         return ledger
 
     def _sync_statuses(self, ledger: dict[str, Any]) -> None:

@@ -271,8 +271,12 @@ class SyncActor:
         nodes = [self.node_id, *peers]
         answers = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).fetch_model.remote(model_id),
                                                           FETCH_TIMEOUT_S) for n in nodes), return_exceptions=True)
-        return {n: ({"error": f"{type(root_cause(a)).__name__}: {root_cause(a)}"} if isinstance(a, BaseException)
-                    else a) for n, a in zip(nodes, answers)}
+        result = {n: ({"error": f"{type(root_cause(a)).__name__}: {root_cause(a)}"} if isinstance(a, BaseException)
+                      else a) for n, a in zip(nodes, answers)}
+        for node_id, answer in result.items():
+            if "error" in answer:  # nobody may be waiting for this answer: leave a trace
+                log.warning("model %s not pushed to %s: %s", model_id, node_id, answer["error"])
+        return result
 
     def _enqueue(self, sync_id: str, job: dict[str, Any]) -> None:
         for index, transfer in enumerate(job["transfers"]):
@@ -399,3 +403,15 @@ def gather_selfplay(node_id: str, job_id: str, attempt: int, board_type: str) ->
                        timeout=FETCH_TIMEOUT_S)
     except ray.exceptions.RayTaskError as exc:
         raise root_cause(exc) from None
+
+
+def push_best_model(model_id: str) -> None:
+    """A new best model: have the leader's SyncActor push it to every alive node, without waiting
+    (each node's fetch is idempotent and verified; failures are logged there). Best effort: a node
+    still without it fetches it when a job first loads it."""
+    try:
+        _, leader = ray.get(lookup(CLUSTER_STORE).highest_epoch.remote(), timeout=PEER_CALL_TIMEOUT_S)
+        if leader is not None:
+            lookup(sync_name(leader)).push_model.remote(model_id)
+    except Exception as exc:  # the ledger is already written; the push must not undo the promotion
+        log.warning("model %s: push to every node not started: %s", model_id, root_cause(exc))
