@@ -93,7 +93,7 @@ def _play_tuned(node_id, data_dir, agent_name):
     from orchestrator.play.agents import AgentContext, make_agent
     from orchestrator.play.games import BUILTIN
 
-    ctx = RayJobContext("probe", node_id, 1, data_dir)
+    ctx = RayJobContext("probe", node_id, 1, data_dir, BUILTIN)
     agent = make_agent(agent_name, AgentContext(board_type=BOARD, load_model=ctx.load_model))
     state = BUILTIN.load(BOARD).new_initial_state()
     return agent.evaluator.weights, agent.select_many([state])[0].action in state.legal_actions()
