@@ -16,7 +16,7 @@ from typing import Any
 
 from actors.bootstrap import jobs_actor
 from orchestrator.cluster.placement import pick_training_node
-from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
+from orchestrator.errors import Conflict, NotFound, Unavailable
 from orchestrator.gateway.dispatch import start_job_on
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.learn.jobs import NNUEJobConfig, PolicyValueJobConfig
@@ -27,19 +27,13 @@ from orchestrator.models import (ModelsQuery, TrainingMetricsQuery, TrainingRunQ
 
 RUNS = "training_runs"
 JOB_TYPES = {"policy_value": ("training", PolicyValueJobConfig, "pv"), "nnue": ("nnue_training", NNUEJobConfig, "nnue")}
-REQUEST_FIELDS = ("board_type", "steps", "epochs", "batch_size", "lr", "window_games", "seed", "report_every", "parent",
-                  "max_samples_in_memory")
 JOB_VIEW = ("state", "progress", "attempt", "stuck", "started_at", "finished_at", "error")
 
 
 def _job_config(model_kind: str, fields: dict[str, Any], games: GameCatalog) -> dict[str, Any]:
-    """Validated by the job type's own config model, so a bad field is refused before anything starts."""
-    try:
-        return JOB_TYPES[model_kind][1].model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json")
-    except ValueError as exc:
-        first = exc.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "body"
-        raise BadRequest(f"{where}: {first['msg']}", field=where) from None
+    """Validated by the job type's own config model, so a bad field is refused (400 naming it) before
+    anything starts."""
+    return JOB_TYPES[model_kind][1].model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json")
 
 
 def _target(node, wanted: str | None) -> str:
@@ -57,13 +51,12 @@ def _target(node, wanted: str | None) -> str:
 
 
 async def _start(node, args: TrainingStartRequest, model_kind: str):
-    request = {**args.model_dump(include=set(REQUEST_FIELDS)), "model_kind": model_kind, "node_id": args.node_id}
+    request = {**args.model_dump(include=set(args.job_field_names)), "model_kind": model_kind, "node_id": args.node_id}
     run_id = args.run_id or f"train-{uuid.uuid4().hex[:12]}"
     job_type, _, tag = JOB_TYPES[model_kind]
     model_id = f"{run_id}-{tag}"
     epoch = node.election()["epoch"]
-    config = _job_config(model_kind, {**args.model_dump(include=set(REQUEST_FIELDS), exclude_none=True),
-                                      "model_id": model_id}, node.games)
+    config = _job_config(model_kind, {**args.job_fields(), "model_id": model_id}, node.games)
     existing = await node.call(node.actors.cluster_store.read.remote(RUNS, run_id))
     if existing is not None:
         if existing["request"] != request:

@@ -113,7 +113,7 @@ def _curl(example: str, url: str) -> tuple[int, dict]:
     return int(code), json.loads(body)
 
 
-def test_the_seed_curl_examples_work_as_written(gateways, tmp_path):
+def test_the_seed_curl_examples_work_as_written_and_training_fields_arrive(gateways, tmp_path):
     remote, _ = make_origin(tmp_path)
     node = gateways.start("vast-seed", gateways.ray_node_id(0), git_repo_dir=deployed(tmp_path, remote),
                           git_timeout_s=20.0)
@@ -125,6 +125,19 @@ def test_the_seed_curl_examples_work_as_written(gateways, tmp_path):
     assert node.post("/register", json={"node_id": "vast-123456", "port": 1}).status_code == 200
     code, unretired = _curl(SEED_CURLS["unretire"], node.url)
     assert code == 200 and unretired["message"] == "Node 'vast-123456' has been unretired", unretired
+
+    # The same leader takes the trainer fields /training/start once dropped, into the run's job config.
+    tuned = {"blocks": 1, "channels": 8, "value_weight": 0.5}
+    base = {"board_type": "tic_tac_toe", "steps": 1, "window_games": 1, "node_id": "vast-seed"}
+    started = node.post("/training/start", json={**base, **tuned, "run_id": "fields-pv"})
+    assert started.status_code == 200, started.text
+    config = node.get("/training/status", params={"run_id": "fields-pv"}).json()["run"]["config"]
+    assert {key: config[key] for key in tuned} == tuned, config
+    nnue = node.post("/training/nnue/start", json={**base, "hidden": [16, 8], "run_id": "fields-nnue"})
+    assert nnue.status_code == 200, nnue.text
+    assert node.get("/training/status", params={"run_id": "fields-nnue"}).json()["run"]["config"]["hidden"] == [16, 8]
+    wrong_kind = node.post("/training/start", json={**base, "hidden": [16], "run_id": "fields-x"})
+    assert _is_error(wrong_kind, 400) and wrong_kind.json()["field"] == "hidden", wrong_kind.text
 
 
 def test_health_says_degraded_then_unavailable_when_actor_calls_fail(gateways):
