@@ -166,8 +166,9 @@ class HeartbeatRequest(ApiModel):
     timestamp: float | None = Field(None, allow_inf_nan=False)
     jobs: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
     resources: dict[str, Any] = Field(default_factory=dict)
-    host: str | None = Field(None, max_length=255)
-    port: int | None = Field(None, ge=1, le=65535)
+    host: str | None = Field(None, max_length=255, description="if given, the address this request comes from "
+                             "(a /register from elsewhere is a 400); a peer's address is its requests' source")
+    port: int | None = Field(None, ge=1, le=65535, description="set when the peer is first seen or re-registers")
 
 
 class RegisterRequest(HeartbeatRequest):
