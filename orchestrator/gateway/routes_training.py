@@ -51,7 +51,8 @@ def _target(node, wanted: str | None) -> str:
 
 
 async def _start(node, args: TrainingStartRequest, model_kind: str):
-    request = {**args.model_dump(include=set(args.job_field_names)), "model_kind": model_kind, "node_id": args.node_id}
+    request = {**args.model_dump(mode="json", include=set(args.job_field_names)), "model_kind": model_kind,
+               "node_id": args.node_id}  # JSON, as stored: a tuple default must compare equal to its stored list
     run_id = args.run_id or f"train-{uuid.uuid4().hex[:12]}"
     job_type, _, tag = JOB_TYPES[model_kind]
     model_id = f"{run_id}-{tag}"
