@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from actors.bootstrap import jobs_actor
+from actors.naming import root_cause
 from orchestrator.cluster.placement import pick_training_node
 from orchestrator.errors import Conflict, NotFound, Unavailable
 from orchestrator.gateway.dispatch import start_job_on
@@ -75,7 +76,7 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     try:
         await start_job_on(node, target, run_id, job_type, run["config"], epoch)
     except Exception as exc:  # keep the run, and why it has no job, visible in /training/status
-        run["start_error"] = f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}"
+        run["start_error"] = f"{type(exc).__name__}: {root_cause(exc)}"
         await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
         raise
     await node.refresh()
@@ -119,7 +120,7 @@ async def _run_view(node, run: dict[str, Any], models: dict[str, dict]) -> dict[
     try:
         job = await node.call(_supervisor(node, run["node_id"]).get.remote(run["job_id"]))
     except Exception as exc:  # one unreachable node must not hide every other run
-        view.update(job=None, job_error=f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}")
+        view.update(job=None, job_error=f"{type(exc).__name__}: {root_cause(exc)}")
         job = None
     else:
         view["job"] = {key: job[key] for key in JOB_VIEW}
@@ -154,7 +155,7 @@ async def _curve(node, run: dict[str, Any], max_points: int) -> dict[str, Any]:
     try:
         return {**curve, **await node.call(_supervisor(node, run["node_id"]).metrics.remote(run["job_id"], max_points))}
     except Exception as exc:  # as in status: report the one run, keep the others
-        return {**curve, "error": f"{type(exc).__name__}: {getattr(exc, 'cause', exc)}"}
+        return {**curve, "error": f"{type(exc).__name__}: {root_cause(exc)}"}
 
 
 async def training_metrics(node, args: TrainingMetricsQuery, request):
