@@ -17,7 +17,7 @@ from typing import Any
 from actors.bootstrap import jobs_actor
 from actors.naming import root_cause
 from orchestrator.cluster.placement import pick_training_node
-from orchestrator.errors import Conflict, NotFound, Unavailable
+from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.gateway.dispatch import start_job_on
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.learn.jobs import NNUEJobConfig, PolicyValueJobConfig
@@ -93,6 +93,8 @@ async def training_start(node, args: TrainingStartRequest, request):
 
 
 async def nnue_start(node, args: TrainingStartRequest, request):
+    if "model_kind" in args.model_fields_set and args.model_kind != "nnue":  # would be silently overridden
+        raise BadRequest(f"model_kind: this endpoint trains nnue, not {args.model_kind}", field="model_kind")
     return await _start(node, args, "nnue")
 
 

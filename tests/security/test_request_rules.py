@@ -138,6 +138,8 @@ def test_the_seed_curl_examples_work_as_written_and_training_fields_arrive(gatew
     assert node.get("/training/status", params={"run_id": "fields-nnue"}).json()["run"]["config"]["hidden"] == [16, 8]
     wrong_kind = node.post("/training/start", json={**base, "hidden": [16], "run_id": "fields-x"})
     assert _is_error(wrong_kind, 400) and wrong_kind.json()["field"] == "hidden", wrong_kind.text
+    overridden = node.post("/training/nnue/start", json={**base, "model_kind": "policy_value", "run_id": "fields-y"})
+    assert _is_error(overridden, 400) and overridden.json()["field"] == "model_kind", overridden.text
 
 
 def test_health_says_degraded_then_unavailable_when_actor_calls_fail(gateways):
