@@ -20,7 +20,7 @@ def test_forged_coordinator_messages_are_refused_and_the_node_keeps_a_leader(gat
     voters = ["sec-a", "sec-b"]
     a = gateways.start("sec-a", gateways.ray_node_id(0), voters=voters)
     b = gateways.start("sec-b", gateways.ray_node_id(1), voters=voters)
-    wait_until(lambda: a.health()["leader_id"] == "sec-b" and b.health()["is_leader"], timeout_s=10 * TTL_S,
+    wait_until(lambda: a.health()["leader_id"] == "sec-b" and b.health()["is_leader"], timeout_s=30 * TTL_S,
                what="sec-b leads and sec-a follows")
     epoch = _election(a)["epoch"]
 
@@ -52,7 +52,7 @@ def test_forged_coordinator_messages_are_refused_and_the_node_keeps_a_leader(gat
 
 def test_a_store_failure_in_begin_term_is_a_refused_term_not_a_wedge(gateways):
     node = gateways.start("sec-w", gateways.ray_node_id(0))
-    wait_until(lambda: node.health()["is_leader"], timeout_s=10 * TTL_S, what="sec-w leads")
+    wait_until(lambda: node.health()["is_leader"], timeout_s=30 * TTL_S, what="sec-w leads")
     epoch = _election(node)["epoch"]
     # The store goes down (Ray restarts it) just as the node must begin a new term.
     ray.kill(node.actors.cluster_store, no_restart=False)
@@ -67,7 +67,7 @@ def test_heartbeats_cannot_redirect_a_ray_peer_and_forwarding_goes_to_its_own_ad
     voters = ["sec-f", "sec-g"]
     f = gateways.start("sec-f", gateways.ray_node_id(0), voters=voters)
     g = gateways.start("sec-g", gateways.ray_node_id(1), voters=voters)
-    wait_until(lambda: f.health()["leader_id"] == "sec-g" and g.health()["is_leader"], timeout_s=10 * TTL_S,
+    wait_until(lambda: f.health()["leader_id"] == "sec-g" and g.health()["is_leader"], timeout_s=30 * TTL_S,
                what="sec-g leads and sec-f follows")
     wait_until(lambda: next((p["port"] for p in f.status()["peers"] if p["node_id"] == "sec-g"), None)
                == g.settings.port, what="sec-f knows sec-g's address from sec-g's own actor")
