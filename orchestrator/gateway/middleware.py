@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from orchestrator.errors import ApiError, BadRequest, Forbidden, UnsupportedMediaType, bad_request
 from orchestrator.gateway.endpoint import endpoint_of
 from orchestrator.gateway.keys import BODY, MAX_BODY_BYTES
+from orchestrator.models import INT64_MAX
 
 log = logging.getLogger(__name__)
 Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ExceptionMapper = Callable[[BaseException], ApiError]
 JSON_MEDIA_TYPE = "application/json"
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN = -INT64_MAX - 1
 # Sec-Fetch-Site "same-site" is refused too: a site ignores ports, so a page served by any other
 # web app on this host (localhost:3000) is "same-site" to a gateway on localhost:8770.
 REFUSED_FETCH_SITES = frozenset({"cross-site", "same-site"})
