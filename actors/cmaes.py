@@ -1,6 +1,6 @@
 """CMAESActor: the cluster's CMA-ES runs, one detached singleton pinned to the Ray head.
 
-Each run is a `CMAESRun` (orchestrator.learn.cmaes). A background thread drives them all: it hands
+Each run is a `CMAESRun` (orchestrator.learn.cmaes). A driver task on the actor's event loop drives them all: it hands
 out each generation's candidates as Ray evaluation tasks, placed round-robin over the alive,
 non-retired nodes of the leader's peer view (Ray's SPREAD when that view is unavailable), collects
 their fitness, tells cma and moves on to the next generation. An evaluation not back within the
@@ -9,6 +9,8 @@ first counts, a later one is a duplicate); a missing result is never made up. A 
 `external_workers` dispatches nothing: its evaluations come from `POST /cmaes/evaluate`, and only
 such a run takes them (as a wins/draws/losses breakdown of exactly its games per candidate; the
 fitness is derived from it). What may be tuned per agent kind is `actors.tunables.CMAES_TUNABLES`.
+
+The actor is asyncio throughout, with one injected clock: store calls are awaited, never blocking.
 
 What survives a failure: every run, in the cluster store (kind `cmaes_runs`): the full run record
 (cma's state included) and this actor's bookkeeping, rewritten on every change. Writes go through
@@ -19,18 +21,18 @@ died with their owner).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.cluster_store import head_node_id
-from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, peer_name, pinned
+from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, lookup, peer_name, pinned, root_cause
 from actors.tasks import load_registered
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from actors.tunables import CMAES_TUNABLES
@@ -109,60 +111,65 @@ def _check_agents(config: CMAESConfig, run: CMAESRun) -> None:
         raise BadRequest(f"baseline: {exc}", field="baseline") from None
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class CMAESActor:
-    def __init__(self, data_dir: str) -> None:
-        self.data_dir = Path(data_dir)
-        self.lock = threading.RLock()
-        self.entries: dict[str, _Entry] = {}
-        self.in_flight: dict[ray.ObjectRef, tuple[str, str, int]] = {}
-        self.loaded = threading.Event()
-        self._turn = 0
-        threading.Thread(target=self._drive, name="cmaes-driver", daemon=True).start()
+    """An asyncio actor. `lock` serialises every change to the runs with its persistence (a change
+    and the save that follows it are one step); it is held across awaited store writes, never
+    across a blocking call, so the actor's loop keeps serving while a write is in flight."""
 
-    # --- the driver thread ------------------------------------------------------------------
-    def _drive(self) -> None:
+    def __init__(self, data_dir: str, clock: Callable[[], float] = time.time) -> None:
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.lock = asyncio.Lock()
+        self.entries: dict[str, _Entry] = {}
+        self.in_flight: dict[asyncio.Future, tuple[str, str, int]] = {}
+        self.loaded = asyncio.Event()
+        self._turn = 0
+        # An async actor's constructor runs on its event loop, so the driver starts with every incarnation.
+        self._driver = asyncio.get_running_loop().create_task(self._drive())
+
+    # --- the driver ---------------------------------------------------------------------------
+    async def _drive(self) -> None:
         while True:
             try:
                 if not self.loaded.is_set():
-                    self._load()
-                with self.lock:
-                    self._tick()
-                    refs = list(self.in_flight)
-                if refs:
-                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=TICK_S)
-                    for ref in ready:
-                        self._collect(ref)
+                    await self._load()
+                async with self.lock:
+                    await self._tick()
+                if self.in_flight:
+                    done, _ = await asyncio.wait(list(self.in_flight), timeout=TICK_S)
+                    for future in done:
+                        await self._collect(future)
                 else:
-                    time.sleep(TICK_S)
+                    await asyncio.sleep(TICK_S)
             except Exception:  # one bad round must not end every run
                 log.exception("CMA-ES driver round failed")
-                time.sleep(TICK_S)
+                await asyncio.sleep(TICK_S)
 
-    def _load(self) -> None:
-        docs = ray.get(_actor(CLUSTER_STORE).list.remote(RUNS_KIND), timeout=CALL_TIMEOUT_S)
-        with self.lock:
+    async def _load(self) -> None:
+        docs = await _call(_actor(CLUSTER_STORE).list.remote(RUNS_KIND))
+        async with self.lock:
             for run_id, doc in docs.items():
                 self.entries.setdefault(run_id, _Entry.from_doc(doc))
         self.loaded.set()
 
-    def _tick(self) -> None:
-        now = time.time()
+    async def _tick(self) -> None:
+        now = self.clock()
         for entry in list(self.entries.values()):
             if not entry.active:
                 if entry.dirty:
-                    self._persist(entry)
+                    await self._persist(entry)
                 continue
-            if entry.dirty and not self._persist(entry):
+            if entry.dirty and not await self._persist(entry):
                 continue
             timeout = 0.0 if entry.rearm else entry.eval_timeout_s
             fresh = entry.run.next_candidates(now) + entry.run.overdue(now, timeout)
-            if fresh and not self._persist(entry):
+            if fresh and not await self._persist(entry):
                 entry.run = CMAESRun.from_record(entry.saved["run"])  # not handed out after all
                 continue
             entry.rearm = False
             if not entry.external:
-                nodes = self._nodes() if fresh else []
+                nodes = await self._nodes() if fresh else []
                 for candidate in fresh:
                     self._dispatch(entry, candidate, nodes)
 
@@ -173,29 +180,29 @@ class CMAESActor:
             self._turn += 1
         ref = evaluate.options(name=f"cmaes:{candidate.candidate_id}#{candidate.attempt}",
                                scheduling_strategy=strategy).remote(entry.run.config.to_dict(), asdict(candidate))
-        self.in_flight[ref] = (entry.run.config.run_id, candidate.candidate_id, candidate.generation)
+        self.in_flight[asyncio.ensure_future(ref)] = (entry.run.config.run_id, candidate.candidate_id,
+                                                      candidate.generation)
 
-    def _nodes(self) -> list[str]:
+    async def _nodes(self) -> list[str]:
         """Ray node ids of the alive, non-retired peers in the leader's view; [] if it cannot be had."""
         try:
-            _, leader = ray.get(_actor(CLUSTER_STORE).highest_epoch.remote(), timeout=CALL_TIMEOUT_S)
-            snapshot = ray.get(_actor(peer_name(leader)).snapshot.remote(), timeout=CALL_TIMEOUT_S)
+            _, leader = await _call(_actor(CLUSTER_STORE).highest_epoch.remote())
+            snapshot = await _call(_actor(peer_name(leader)).snapshot.remote())
         except Exception:
             return []
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
         return sorted({p["ray_node_id"] for p in snapshot["peers"]
                        if p["state"] == "alive" and p.get("ray_node_id") in alive})
 
-    def _collect(self, ref: ray.ObjectRef) -> None:
-        with self.lock:
-            run_id, candidate_id, generation = self.in_flight.pop(ref)
+    async def _collect(self, future: asyncio.Future) -> None:
+        run_id, candidate_id, generation = self.in_flight.pop(future)
         fitness = games = error = None
         try:
-            fitness, games = ray.get(ref)
+            fitness, games = future.result()
         except ray.exceptions.RayError as exc:
-            cause = getattr(exc, "cause", None) or exc  # a task's own exception, or the worker's death
+            cause = root_cause(exc)  # a task's own exception, or the worker's death
             error = f"{candidate_id}: {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
-        with self.lock:
+        async with self.lock:
             entry = self.entries.get(run_id)
             if entry is None or not entry.active:
                 return
@@ -203,34 +210,36 @@ class CMAESActor:
                 entry.note(f"{error} (dispatched again after {entry.eval_timeout_s}s)")
                 return
             try:
-                entry.run.submit(candidate_id, generation, fitness, games, time.time())
+                entry.run.submit(candidate_id, generation, fitness, games, self.clock())
             except (InvalidCMAES, UnknownCandidate) as exc:
                 entry.note(f"{candidate_id}: {exc}")
                 return
             entry.dirty = True
-            self._persist(entry)
+            await self._persist(entry)
 
     # --- persistence --------------------------------------------------------------------------
-    def _leader_write(self, kind: str, key: str, doc: dict[str, Any]) -> None:
-        _, leader = ray.get(_actor(CLUSTER_STORE).highest_epoch.remote(), timeout=CALL_TIMEOUT_S)
+    async def _leader_write(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        _, leader = await _call(_actor(CLUSTER_STORE).highest_epoch.remote())
         if leader is None:
             raise Unavailable("no leader has begun a term")
-        ray.get(_actor(election_name(leader)).leader_write.remote(kind, key, doc), timeout=CALL_TIMEOUT_S)
+        await _call(_actor(election_name(leader)).leader_write.remote(kind, key, doc))
 
-    def _persist(self, entry: _Entry) -> bool:
+    async def _persist(self, entry: _Entry) -> bool:
         doc = entry.doc()
         try:
-            self._leader_write(RUNS_KIND, entry.run.config.run_id, doc)
+            await self._leader_write(RUNS_KIND, entry.run.config.run_id, doc)
         except Exception as exc:  # no leader, a deposed one, or the store restarting: try again next tick
-            entry.save_error = f"{type(exc).__name__}: {str(getattr(exc, 'cause', exc)).splitlines()[0]}"
+            entry.save_error = f"{type(exc).__name__}: {(str(root_cause(exc)).splitlines() or [''])[0]}"
             return False
         entry.saved, entry.dirty, entry.save_error = doc, False, None
         return True
 
     # --- API ------------------------------------------------------------------------------------
-    def _ready(self) -> None:
-        if not self.loaded.wait(3 * CALL_TIMEOUT_S):
-            raise Unavailable("CMA-ES runs are still loading from the cluster store")
+    async def _ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.loaded.wait(), 3 * CALL_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise Unavailable("CMA-ES runs are still loading from the cluster store") from None
 
     def _entry(self, run_id: str) -> _Entry:
         entry = self.entries.get(run_id)
@@ -238,15 +247,18 @@ class CMAESActor:
             raise NotFound(f"unknown CMA-ES run {run_id!r}", run_id=run_id)
         return entry
 
-    def start(self, config: dict[str, Any], external: bool, eval_timeout_s: float) -> dict[str, Any]:
-        self._ready()
+    async def start(self, config: dict[str, Any], external: bool, eval_timeout_s: float) -> dict[str, Any]:
+        await self._ready()
         cmaes_config = CMAESConfig.from_dict(config)
         try:
             if BUILTIN.load(cmaes_config.board_type).num_players() != 2:
                 raise BadRequest("board_type: fitness matches need a two-player game", field="board_type")
         except ValueError as exc:
             raise BadRequest(f"board_type: {exc}", field="board_type") from None
-        with self.lock:
+        run = CMAESRun.start(cmaes_config, CMAES_TUNABLES)
+        # Building the agents may load a registered model (a blocking store read): off the loop, unlocked.
+        await asyncio.to_thread(_check_agents, cmaes_config, run)
+        async with self.lock:
             existing = self.entries.get(cmaes_config.run_id)
             if existing is not None:
                 same = (existing.run.config.to_dict(), existing.external, existing.eval_timeout_s) == \
@@ -255,50 +267,47 @@ class CMAESActor:
                     raise Conflict(f"CMA-ES run {cmaes_config.run_id!r} exists with a different body",
                                    run_id=cmaes_config.run_id)
                 return {"created": False, **self._view(existing)}
-            run = CMAESRun.start(cmaes_config, CMAES_TUNABLES)
-            _check_agents(cmaes_config, run)
-            entry = _Entry(run, external, eval_timeout_s, time.time())
-            if not self._persist(entry):
+            entry = _Entry(run, external, eval_timeout_s, self.clock())
+            if not await self._persist(entry):
                 raise Unavailable(f"CMA-ES run not saved: {entry.save_error}")
             self.entries[cmaes_config.run_id] = entry
             return {"created": True, **self._view(entry)}
 
-    def submit(self, run_id: str, generation: int, candidate_id: str, games: int, wins: int, draws: int,
-               losses: int, fitness: float | None = None) -> dict[str, Any]:
+    async def submit(self, run_id: str, generation: int, candidate_id: str, games: int, wins: int, draws: int,
+                     losses: int, fitness: float | None = None) -> dict[str, Any]:
         """An external worker's evaluation; see `external_outcome` for what a run takes (409 otherwise)."""
-        self._ready()
-        with self.lock:
+        await self._ready()
+        async with self.lock:
             entry = self._entry(run_id)
             if entry.model_id is not None:
                 raise Conflict(f"CMA-ES run {run_id!r} is finalised (model {entry.model_id})", run_id=run_id)
             outcome = external_outcome(entry.run.config, entry.external, games=games, wins=wins, draws=draws,
                                        losses=losses, fitness=fitness)
             try:
-                result = entry.run.submit(candidate_id, generation, outcome.fitness, outcome.games, time.time())
+                result = entry.run.submit(candidate_id, generation, outcome.fitness, outcome.games, self.clock())
             except UnknownCandidate as exc:
                 raise BadRequest(f"candidate_id: {exc.message}", field="candidate_id") from None
             if result.accepted:
                 entry.dirty = True
-                self._persist(entry)
+                await self._persist(entry)
             return {**asdict(result), "fitness": outcome.fitness, "generation": entry.run.generation,
                     "saved": not entry.dirty}
 
-    def status(self, run_id: str | None = None) -> dict[str, Any]:
-        self._ready()
-        with self.lock:
+    async def status(self, run_id: str | None = None) -> dict[str, Any]:
+        await self._ready()
+        async with self.lock:
             if run_id is not None:
                 return self._view(self._entry(run_id))
             return {"runs": [self._view(e) for e in sorted(self.entries.values(), key=lambda e: e.created_at)]}
 
-    def finalise(self, run_id: str, force: bool) -> dict[str, Any]:
-        self._ready()
-        with self.lock:
+    async def finalise(self, run_id: str, force: bool) -> dict[str, Any]:
+        await self._ready()
+        async with self.lock:
             entry = self._entry(run_id)
             if entry.model_id is not None:
-                model = ray.get(_actor(CLUSTER_STORE).read.remote(REGISTRY_KIND, entry.model_id),
-                                timeout=CALL_TIMEOUT_S)
+                model = await _call(_actor(CLUSTER_STORE).read.remote(REGISTRY_KIND, entry.model_id))
                 return {"created": False, "model": model, "run": self._view(entry)}
-            status = entry.run.status(time.time())
+            status = entry.run.status(self.clock())
             if not status.finished and not force:
                 raise Conflict(f"CMA-ES run {run_id!r} is at generation {status.generation} of {status.generations}; "
                                "pass force=true to stop it and register the best so far", run_id=run_id)
@@ -314,11 +323,11 @@ class CMAESActor:
                                             "stop_reason": status.stop_reason, "mean_params": status.mean_params})
             write_atomic(self.data_dir / doc["path"], canonical_json(doc["params"]))
             try:
-                self._leader_write(REGISTRY_KIND, model_id, doc)
+                await self._leader_write(REGISTRY_KIND, model_id, doc)
             except Exception as exc:
-                raise Unavailable(f"model {model_id} not registered: {getattr(exc, 'cause', exc)}") from None
-            entry.model_id, entry.finalised_at, entry.dirty = model_id, time.time(), True
-            self._persist(entry)  # if refused now, the driver saves it later; the model is registered
+                raise Unavailable(f"model {model_id} not registered: {root_cause(exc)}") from None
+            entry.model_id, entry.finalised_at, entry.dirty = model_id, self.clock(), True
+            await self._persist(entry)  # if refused now, the driver saves it later; the model is registered
             return {"created": True, "model": doc, "run": self._view(entry)}
 
     def _view(self, entry: _Entry) -> dict[str, Any]:
@@ -332,13 +341,17 @@ class CMAESActor:
         return {"state": state, "board_type": config.board_type, "agent": config.agent, "baseline": config.baseline,
                 "games_per_eval": config.games_per_candidate, "external_workers": entry.external,
                 "eval_timeout_s": entry.eval_timeout_s, "created_at": entry.created_at,
-                **entry.run.status(time.time()).to_dict(), "candidates": candidates, "model_id": entry.model_id,
+                **entry.run.status(self.clock()).to_dict(), "candidates": candidates, "model_id": entry.model_id,
                 "finalised_at": entry.finalised_at, "errors": entry.errors, "saved": not entry.dirty,
                 "save_error": entry.save_error}
 
 
 def _actor(name: str) -> Any:
-    return ray.get_actor(name, namespace=NAMESPACE)
+    return lookup(name)
+
+
+async def _call(ref: ray.ObjectRef) -> Any:
+    return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
 
 
 def ensure_cmaes_actor(data_dir: Path) -> Any:
