@@ -3,8 +3,14 @@ that copies only what differs, a resumed partial, a corrupted copy replaced, a s
 under a sync reported, path-escape attempts refused, and the disk limit."""
 import hashlib
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
+import ray
+
+from actors.naming import CLUSTER_STORE, lookup
+from actors.sync import HOLDERS_KIND
 from tests.harness import wait_until
 
 LEASE_TTL_S = 8.0
@@ -59,7 +65,7 @@ def _finished(node, sync_id):
                       != "running" and s, timeout_s=60, what=f"{sync_id} finished")
 
 
-def test_pull_serves_verified_files_refuses_escapes_and_a_full_target_answers_507(gateways):
+def test_pull_and_file_serving_refuse_escapes_a_full_target_answers_507_a_killed_transfer_resumes(gateways):
     voters = ["sy-d", "sy-e"]
     node = gateways.start("sy-d", gateways.ray_node_id(0), voters=voters, **PATIENT)
     full = gateways.start("sy-e", gateways.ray_node_id(1), voters=voters, **PATIENT,
@@ -106,6 +112,66 @@ def test_pull_serves_verified_files_refuses_escapes_and_a_full_target_answers_50
     refused = _ask(node, "/sync/start", {"patterns": ["models/*"], "target_nodes": ["sy-e"]})
     assert refused.status_code == 507 and refused.json()["code"] == 507, refused.text
     assert not (full.settings.node_dir() / "models/m1.pt").exists()
+
+    _killed_half_way_and_resumed_after_a_restart(node)
+
+
+class _StallingSource(BaseHTTPRequestHandler):
+    """A peer that sends half of the file and then stalls (its process hung), until told to recover."""
+    data = b""
+    recovered = threading.Event()
+
+    def do_GET(self):
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if "Range" in self.headers else 0
+        body = self.data[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("ETag", f'"{_sha(self.data)}"')
+        self.send_header("Content-Length", str(len(body)))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
+        self.end_headers()
+        if self.recovered.is_set():
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[:len(body) // 2])
+        self.wfile.flush()
+        self.recovered.wait(120)
+
+    def log_message(self, *args):
+        pass
+
+
+def _killed_half_way_and_resumed_after_a_restart(node):
+    """The target's SyncActor is SIGKILLed while a file is half received; Ray restarts it, it finds its
+    job in the node's database and resumes the file from the partial with a Range request."""
+    data = os.urandom(4 * MIB)
+    _StallingSource.data = data
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StallingSource)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = "selfplay/b/j/stalled.jsonl"
+        transfer = {"path": path, "sha256": _sha(data), "size": len(data), "source_node": "stalling", "target_node":
+                    node.node_id, "priority": 2}
+        ray.get(node.actors.sync.start_sync.remote("sync-killed", [transfer],
+                                                   {"stalling": f"http://127.0.0.1:{server.server_port}"}, False))
+        partial = node.settings.node_dir() / "selfplay/b/j" / f".stalled.jsonl.{_sha(data)[:16]}.partial"
+        wait_until(lambda: partial.exists() and partial.stat().st_size == len(data) // 2, timeout_s=30,
+                   what="half the file received")
+        ray.kill(node.actors.sync, no_restart=False)
+        _StallingSource.recovered.set()
+        status = wait_until(lambda: (s := _sync_status(node, "sync-killed")) and s["done"] and s, timeout_s=60,
+                            what="the resumed transfer finished")
+        assert status["files_done"] == 1 and status["errors"] == [] and status["bytes_resumed"] == len(data) // 2
+        assert (node.settings.node_dir() / path).read_bytes() == data and not partial.exists()
+    finally:
+        server.shutdown()
+
+
+def _sync_status(node, sync_id):
+    try:
+        return ray.get(node.actors.sync.status.remote(sync_id), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None  # restarting
 
 
 def test_planned_sync_copies_only_what_differs_resumes_and_replaces_corrupt_copies(gateways):
@@ -238,6 +304,8 @@ def test_selfplay_on_two_nodes_trains_on_the_third_and_the_model_plays_everywher
     assert played["state"] == "completed", played["error"]
     held = first.settings.node_dir() / model["path"]
     assert hashlib.sha256(held.read_bytes()).hexdigest() == model["sha256"]
+    holders = ray.get(lookup(CLUSTER_STORE).list.remote(HOLDERS_KIND))
+    assert holders[f"{model_id}@{first.node_id}"]["sha256"] == model["sha256"]
     # the new model pushed to every alive node ahead of other work
     pushed = _ask(trainer, "/sync/model", {"model_id": model_id})
     assert pushed.status_code == 200 and pushed.json()["failed"] == [], pushed.text
