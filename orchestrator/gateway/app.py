@@ -10,6 +10,7 @@ from orchestrator.gateway import middleware, routes_admin, routes_core, routes_e
 from orchestrator.gateway import routes_cmaes, routes_training
 from orchestrator.gateway import routes_sync
 from orchestrator.gateway import routes_connectivity, routes_git, routes_registry
+from orchestrator.gateway import routes_improvement, routes_pipeline, routes_rollback, routes_trends
 from orchestrator.gateway.keys import MAX_BODY_BYTES, NODE, OPENAPI
 from orchestrator.gateway.endpoint import Endpoint, mount
 from orchestrator.gateway.node import NodeGateway
@@ -17,7 +18,8 @@ from orchestrator.gateway.openapi import build_openapi
 from orchestrator.play.analytics import AnalyticsCache
 
 ROUTE_MODULES = (routes_core, routes_admin, routes_election, routes_jobs, routes_selfplay, routes_training, routes_cmaes,
-                 routes_git, routes_registry, routes_connectivity, routes_sync)
+                 routes_git, routes_registry, routes_connectivity, routes_sync, routes_improvement, routes_pipeline,
+                 routes_rollback, routes_trends)
 
 
 def all_endpoints() -> list[Endpoint]:
