@@ -92,6 +92,7 @@ class SyncActor:
         self.live_bytes: dict[str, int] = {}  # bytes of files still in flight, per job (not persisted)
         self.pool = ThreadPoolExecutor(settings.sync_max_concurrent + 1, thread_name_prefix="sync")
         self.last_report: dict[str, float] = {}
+        self.report_locks: dict[str, asyncio.Lock] = {}
         self.queue: asyncio.PriorityQueue | None = None
         self.order = itertools.count()
         self.scan_lock: asyncio.Lock | None = None
@@ -340,38 +341,46 @@ class SyncActor:
 
     async def _report(self, sync_id: str, final: bool) -> None:
         """POST /sync/job_update to this node's gateway (forwarded to the leader). A final report is
-        retried until the leader takes it; progress reports are best effort, at most one a second."""
+        retried until the leader takes it; progress reports are best effort, at most one a second.
+        One report per job at a time, its body read under the lock, so a later report never carries
+        older numbers than an earlier one."""
         job = self.jobs[sync_id]
         now = time.monotonic()
         if not final and now - self.last_report.get(sync_id, 0.0) < REPORT_INTERVAL_S:
             return
         self.last_report[sync_id] = now
-        body = self._view(sync_id)
-        body = {key: body[key] for key in ("sync_id", "node_id", "files_done", "files_total", "bytes_done",
-                                           "bytes_total", "bytes_resumed", "clean_retries", "errors", "done")}
-        while True:
-            ok = await asyncio.get_running_loop().run_in_executor(self.pool, self._post_update, body)
-            if ok or not final:
-                break
-            await asyncio.sleep(REPORT_RETRY_S)
-        if ok and final:
-            job["reported"] = True
-            self.store.put("kv", JOB_PREFIX + sync_id, job)
+        async with self.report_locks.setdefault(sync_id, asyncio.Lock()):
+            if job["reported"]:
+                return
+            while True:
+                view = self._view(sync_id)
+                body = {key: view[key] for key in ("sync_id", "node_id", "files_done", "files_total", "bytes_done",
+                                                   "bytes_total", "bytes_resumed", "clean_retries", "errors", "done")}
+                status = await asyncio.get_running_loop().run_in_executor(self.pool, self._post_update, body)
+                if status == 200 or not final:
+                    break
+                if status in (400, 404):  # the leader will never take it (no such sync): keep it here only
+                    log.warning("sync %s: the leader refused the final report (%d)", sync_id, status)
+                    break
+                await asyncio.sleep(REPORT_RETRY_S)
+            if final:
+                job["reported"] = True
+                self.store.put("kv", JOB_PREFIX + sync_id, job)
 
     def _gateway_url(self) -> str:
         host = self.settings.advertise_host or self.settings.host
         host = "127.0.0.1" if host in (None, "0.0.0.0", "::") else host
         return f"http://{host}:{self.settings.port}"
 
-    def _post_update(self, body: dict[str, Any]) -> bool:
+    def _post_update(self, body: dict[str, Any]) -> int | None:
         token = self.settings.token()
         try:
             answer = requests.post(f"{self._gateway_url()}/sync/job_update", json=body, timeout=READ_TIMEOUT_S,
                                     headers={"Authorization": f"Bearer {token}"} if token else {})
         except requests.RequestException as exc:
             log.warning("sync %s: progress report failed: %s", body["sync_id"], exc)
-            return False
-        return answer.status_code == 200
+            return None
+        return answer.status_code
 
 
 def ensure_sync_actor(settings: Settings, ray_node_id: str) -> Any:
