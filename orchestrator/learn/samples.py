@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -68,8 +68,9 @@ class BlockLoader:
     """Endless minibatches (tuples of device tensors, one per column) with a bound on resident rows.
 
     `peak_resident` is the most rows this loader ever held at once, for callers and tests that
-    check the bound. Each epoch sees every row at most once; rows left over at the end of a block
-    (fewer than a batch) sit out that epoch, as the last partial batch of an epoch always has."""
+    check the bound. Within an epoch no row is served twice; rows of a block that do not fill a
+    last batch are carried into the next block, so only the epoch's final few (fewer than a batch)
+    sit it out, as the last partial batch of an epoch always has."""
 
     def __init__(self, columns: Sequence[np.ndarray], batch_size: int, max_samples_in_memory: int,
                  device: str | torch.device, seed: int) -> None:
@@ -84,37 +85,53 @@ class BlockLoader:
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         self.peak_resident = 0
-        # Chunks of whole batches, so that only the data's last, partial chunk leaves rows out of an epoch.
-        self.chunk = max(1, self.cap // CHUNKS_PER_BLOCK // self.batch) * self.batch
+        self.chunk = max(1, self.cap // CHUNKS_PER_BLOCK)
 
     @property
     def streaming(self) -> bool:
         return self.samples > self.cap
 
-    def _load(self, ranges: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, ...]:
-        rows = sum(stop - start for start, stop in ranges)
-        self.peak_resident = max(self.peak_resident, rows)
-        return tuple(torch.from_numpy(np.concatenate([np.asarray(c[a:b]) for a, b in ranges])).to(self.device)
-                     for c in self.columns)
+    def _load(self, ranges: Sequence[tuple[int, int]], carried: np.ndarray) -> tuple[tuple[torch.Tensor, ...],
+                                                                                    np.ndarray]:
+        """The carried rows plus the row ranges, on the device, and their row numbers."""
+        index = np.concatenate([carried, *(np.arange(a, b) for a, b in ranges)])
+        self.peak_resident = max(self.peak_resident, len(index))
+        block = tuple(torch.from_numpy(np.concatenate([np.asarray(c[carried]),
+                                                       *(np.asarray(c[a:b]) for a, b in ranges)])).to(self.device)
+                      for c in self.columns)
+        return block, index
 
-    def _serve(self, block: tuple[torch.Tensor, ...]) -> Iterator[tuple[torch.Tensor, ...]]:
-        rows = int(block[0].shape[0])
-        order = torch.randperm(rows, generator=self.generator).to(self.device)
-        for start in range(0, rows - self.batch + 1, self.batch):
-            index = order[start:start + self.batch]
-            yield tuple(t.index_select(0, index) for t in block)
+    def _serve(self, block: tuple[torch.Tensor, ...], index: np.ndarray) -> Generator[tuple[torch.Tensor, ...],
+                                                                                        None, np.ndarray]:
+        """The block's whole batches in a random order; returns the row numbers left over."""
+        order = torch.randperm(len(index), generator=self.generator)
+        full = len(index) - len(index) % self.batch
+        on_device = order.to(self.device)
+        for start in range(0, full, self.batch):
+            rows = on_device[start:start + self.batch]
+            yield tuple(t.index_select(0, rows) for t in block)
+        return index[order[full:].numpy()]
 
     def batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        none = np.empty(0, dtype=np.int64)
         if not self.streaming:
-            block = self._load([(0, self.samples)])
+            block, index = self._load([(0, self.samples)], none)
             while True:
-                yield from self._serve(block)
+                yield from self._serve(block, index)
         chunks = math.ceil(self.samples / self.chunk)
-        per_block = max(1, self.cap // self.chunk)
+        bounds = [(c * self.chunk, min((c + 1) * self.chunk, self.samples)) for c in range(chunks)]
         while True:
             order = torch.randperm(chunks, generator=self.generator).tolist()
-            for first in range(0, chunks, per_block):
-                picked = sorted(order[first:first + per_block])  # sorted: sequential reads from the files
-                block = self._load([(c * self.chunk, min((c + 1) * self.chunk, self.samples)) for c in picked])
-                yield from self._serve(block)
+            carried, taken = none, 0
+            while taken < chunks:
+                picked, rows = [], len(carried)
+                while taken < chunks and rows + (bounds[order[taken]][1] - bounds[order[taken]][0]) <= self.cap:
+                    picked.append(bounds[order[taken]])
+                    rows += picked[-1][1] - picked[-1][0]
+                    taken += 1
+                if not picked:  # the carried rows leave no room for a chunk: they sit out this epoch
+                    carried = none
+                    continue
+                block, index = self._load(sorted(picked), carried)  # sorted: sequential reads from the files
+                carried = yield from self._serve(block, index)
                 del block  # before the next block is read, so two are never held at once

@@ -64,7 +64,8 @@ def test_a_run_completes_on_the_cluster_and_its_result_plays(gateways):
     assert 0 <= run["best_fitness"] <= 1 and set(run["best_params"]) == set(PARAMS)
     assert run["sigma"] > 0 and run["eta_s"] == 0
 
-    forged = follower.post("/cmaes/evaluate", json={"run_id": run_id, "generation": 1, "candidate_id": f"{run_id}-g1-c0",
+    forged = follower.post("/cmaes/evaluate", json={"run_id": run_id, "generation": 1,
+                                                    "candidate_id": f"{run_id}-g1-c0",
                                                     "games": 4, "wins": 4, "draws": 0, "losses": 0})
     assert forged.status_code == 409 and "external" in forged.json()["error"], "the cluster evaluates this run itself"
     assert _run(leader, run_id)["evaluations_done"] == 8

@@ -207,6 +207,9 @@ def test_the_block_loader_holds_at_most_its_cap_and_serves_each_row_once_an_epoc
     assert sorted(seen) == list(range(1000)), "every row once an epoch"
     assert sorted(seen) != seen, "shuffled"
     assert loader.peak_resident <= 100
+    tight = BlockLoader((rows[:100],), batch_size=10, max_samples_in_memory=15, device="cpu", seed=4)
+    served = [int(v) for batch in zip(range(10), tight.batches()) for v in batch[1][0][:, 0].tolist()]
+    assert sorted(served) == list(range(100)) and tight.peak_resident <= 15, "rows short of a batch are carried"
     small = BlockLoader((rows[:50],), batch_size=10, max_samples_in_memory=100, device="cpu", seed=3)
     assert not small.streaming and next(small.batches())[0].shape == (10, 1) and small.peak_resident == 50
     with pytest.raises(ValueError, match="max_samples_in_memory"):
