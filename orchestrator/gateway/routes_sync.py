@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -39,7 +39,8 @@ class ManifestQuery(RequestModel):
 
 class PullRequest(RequestModel):
     patterns: list[str] = Field(min_length=1, max_length=256, description="globs relative to the data dir; ** spans dirs")
-    since_timestamp: float | None = Field(None, ge=0, description="only files modified after this (unix seconds)")
+    since_timestamp: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                          description="only files modified after this (unix seconds)")
 
 
 class FileQuery(RequestModel):
@@ -48,9 +49,10 @@ class FileQuery(RequestModel):
 
 class SyncStartRequest(RequestModel):
     patterns: list[str] = Field(min_length=1, max_length=256)
-    since_timestamp: float | None = Field(None, ge=0)
+    since_timestamp: float | None = Field(None, ge=0, allow_inf_nan=False)
     source_node: str | None = Field(None, pattern=NODE_ID, description="copy this node's versions; default: newest")
-    target_nodes: list[str] | None = Field(None, max_length=1024, description="default: every alive node")
+    target_nodes: list[Annotated[str, Field(pattern=NODE_ID)]] | None = Field(None, max_length=1024,
+                                                                             description="default: every alive node")
     sync_id: str | None = Field(None, pattern=JOB_ID, description="idempotency key: the same id twice is one sync")
 
 

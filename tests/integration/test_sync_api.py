@@ -253,6 +253,10 @@ def _bad_requests(a):
     assert _ask(a, "/sync/start", {"patterns": ["/etc/*"]}).status_code == 400
     assert _ask(a, "/sync/start", {"patterns": ["x"], "target_nodes": ["nobody"]}).status_code == 404
     assert _ask(a, "/sync/start", {"patterns": ["x"], "bogus": 1}).status_code == 400
+    assert _ask(a, "/sync/start", {"patterns": ["x"], "target_nodes": ["a b"]}).json()["field"] == "target_nodes.0"
+    nan = a.post("/sync/pull", data='{"patterns": ["x"], "since_timestamp": NaN}',
+                 headers={"Content-Type": "application/json"})
+    assert nan.status_code == 400 and nan.json()["field"] == "since_timestamp"
     assert a.get("/sync/status", params={"sync_id": "sync-none"}).status_code == 404
     update = {"sync_id": "sync-none", "node_id": "sy-a", "files_done": 1, "bytes_done": 2**64}
     answer = _ask(a, "/sync/job_update", update)
