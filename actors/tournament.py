@@ -45,6 +45,7 @@ CALL_TIMEOUT_S = 10.0
 BATCH_GAMES = 4  # two colour-swapped pairs per task: small enough to cancel and redo cheaply
 MAX_ERRORS = 5
 RETRY_AFTER_S = 2.0  # a failed batch's games wait this long before they are handed out again
+ABTEST_DEFAULTS = {"alpha": 0.05, "beta": 0.05, "elo_model": "logistic", "opening_plies": 2}
 MAX_FAILURES_IN_A_ROW = 8  # then the run fails: an agent that cannot play must not spin forever
 
 
@@ -122,8 +123,8 @@ class TournamentActor:
     def _settle(self, now: float) -> None:
         for tid, t in list(self.tournaments.items()):
             if t.state == RUNNING and sum(1 for g in t.schedule() if g.game_id in self.games) == t.total:
+                self._snapshot(t.board_type, tid, t.kind, now)  # first: a finished run's ratings are in the history
                 self._save_tournament(replace(t, state=FINISHED, finished_at=now))
-                self._snapshot(t.board_type, tid, t.kind, now)
         for test_id, test in list(self.abtests.items()):
             settled = test.settle(self.games, now) if test.state == RUNNING else test
             if settled is not test:
@@ -138,8 +139,8 @@ class TournamentActor:
                     if self.abtests[test_id].state in (CREATED, RUNNING):
                         self._save_abtest(replace(self.abtests[test_id], state=CANCELLED, finished_at=now))
                         self._stop_tasks(test_id)
-                self._save(GAUNTLETS_KIND, gid, replace(g, state=FINISHED, finished_at=now))
                 self._snapshot(g.board_type, gid, "gauntlet", now)
+                self._save(GAUNTLETS_KIND, gid, replace(g, state=FINISHED, finished_at=now))
 
     def _decision(self, test_id: str) -> str | None:
         return self.abtests[test_id].status(self.games)["decision"]
@@ -278,7 +279,9 @@ class TournamentActor:
 
     def _snapshot(self, board_type: str, event_id: str, event_kind: str, now: float) -> None:
         table = ratings(self.games.values(), board_type)
-        self.dirty[HISTORY_KIND, event_id] = {"event_id": event_id, "event_kind": event_kind, "at": now, **table}
+        doc = {"event_id": event_id, "event_kind": event_kind, "at": now, **table}
+        if not self._write(HISTORY_KIND, event_id, doc):
+            self.dirty[HISTORY_KIND, event_id] = doc
 
     # --- checks -------------------------------------------------------------------------------------
     def _ready(self) -> None:
@@ -452,8 +455,8 @@ class TournamentActor:
         self._ready()
         self._check_epoch(epoch)
         test_id = spec.get("test_id") or f"ab-{uuid.uuid4().hex[:12]}"
-        fields = {k: spec[k] for k in ("agent_a", "agent_b", "board_type", "elo0", "elo1", "alpha", "beta",
-                                       "elo_model", "max_games", "opening_plies")}
+        fields = {k: spec[k] for k in ("agent_a", "agent_b", "board_type", "elo0", "elo1", "max_games")}
+        fields.update({k: spec.get(k, default) for k, default in ABTEST_DEFAULTS.items()})
         test = ABTest(test_id=test_id, created_at=time.time(), source=source, **fields)
         try:
             test.params
