@@ -29,7 +29,7 @@ from actors.sync import push_best_model
 from actors.naming import (CLUSTER_STORE, NAMESPACE, TOURNAMENT_ACTOR, election_name, jobs_name, lookup, peer_name,
                            pinned, root_cause)
 from orchestrator import __version__
-from orchestrator.errors import Conflict, NotFound, Unavailable
+from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.learn import gating
 from orchestrator.learn import pipeline as pl
 from orchestrator.learn import trends
@@ -144,7 +144,15 @@ class PipelineActor:
         if advanced != run:
             self._save_run(advanced)  # stored before acting: a crash after this repeats the same actions
         for action in actions:
-            self._act(advanced, action, epoch)
+            try:
+                self._act(advanced, action, epoch)
+            except BadRequest as refused:  # refused for good (e.g. agents that cannot play): stop, say why
+                failed, stops = pl.cancel(advanced, time.time(), "failed",
+                                          f"{type(action).__name__} refused: {refused.message}")
+                self._save_run(failed)
+                for stop in stops:
+                    self._act(failed, stop, epoch)
+                return
 
     # --- what the world looks like ----------------------------------------------------------------
     def _ledger(self, board_type: str) -> dict[str, Any]:

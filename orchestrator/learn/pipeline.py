@@ -535,13 +535,16 @@ def _stop_all(run: Mapping[str, Any]) -> list[Action]:
     return [StopJob(job_id) for job_id in job_ids(run)] + [StopTest(test_id) for test_id in test_ids(run)]
 
 
-def cancel(run: Mapping[str, Any], now: float) -> tuple[dict[str, Any], list[Action]]:
+def cancel(run: Mapping[str, Any], now: float, state: str = "cancelled",
+           error: str | None = None) -> tuple[dict[str, Any], list[Action]]:
+    """Stop a running run (its jobs and A/B tests); `state` "failed" with the `error` when an action
+    was refused for good (an A/B test whose agents cannot play, say), so it does not spin."""
     if run["state"] != "running":
         return dict(run), []
     stops = _stop_all(run)
     cycles = [{**c, "phase": "cancelled", "finished_at": now} if c["phase"] not in TERMINAL_CYCLE else dict(c)
               for c in run["cycles"]]
-    return {**run, "cycles": cycles, "state": "cancelled", "finished_at": now}, stops
+    return {**run, "cycles": cycles, "state": state, "finished_at": now, "error": error}, stops
 
 
 # -- views ------------------------------------------------------------------------------------

@@ -316,3 +316,12 @@ def test_trends_and_leaderboard_follow_the_cycles_and_the_ledger():
     board = trends.leaderboard(table, fake.ledger, {c["candidate"]: c for c in run["cycles"]})
     assert [(r["model_id"], r["role"], r["outcome"]) for r in board["rows"]] == [
         (first, "best", "promoted"), ("t1-untrained", "former_best", None), (second, "candidate", "discarded")]
+
+
+def test_a_run_refused_for_good_fails_with_the_reason_and_stops_its_work():
+    fake = FakeWorld()
+    run = pl.new_run("r10", "improvement", _request(cycles=1), "home", now=0.0)
+    run, _ = _step(run, fake, 1.0)
+    failed, stops = pl.cancel(run, 2.0, "failed", "StartTest refused: agent_a: cannot load")
+    assert failed["state"] == "failed" and failed["error"].startswith("StartTest refused")
+    assert stops == [pl.StopJob("r10-c1-selfplay-1")] and pl.advance(failed, fake.world(failed), 3.0)[1] == []
