@@ -4,7 +4,8 @@ bare loop in one process, in the same run.
 (a) the cluster: the match's colour-swapped pairs in batches of `BATCH_GAMES`, as the TournamentActor
     hands them out: `play_batch` Ray tasks, one CPU each, as many at once as the cluster has CPUs
     (workers warmed up first; storing the results is not timed)
-(b) the bare loop: the same games, one after another, in this process
+(b) the bare loop: the same batches of games, one after another, in this process (the same agents,
+    seeds and batching as a task, without Ray), so the ratio is what spreading them over CPUs buys
 
 Target: (a)/(b) >= 0.7 x the number of CPUs. On a shared machine the other load counts against (a),
 so the machine's load average is printed with the figures.
@@ -31,8 +32,12 @@ from orchestrator.play.evaluation_runs import Tournament, derived_seed  # noqa: 
 from orchestrator.play.games import BUILTIN  # noqa: E402
 
 
+def batches_of(schedule):
+    return [schedule[i:i + BATCH_GAMES] for i in range(0, len(schedule), BATCH_GAMES)]
+
+
 def cluster_rate(board: str, schedule, cpus: int) -> tuple[float, int]:
-    batches = [schedule[i:i + BATCH_GAMES] for i in range(0, len(schedule), BATCH_GAMES)]
+    batches = batches_of(schedule)
     started = time.perf_counter()
     waiting, in_flight, played = list(batches), [], 0
     while waiting or in_flight:
@@ -49,16 +54,17 @@ def bare_rate(board: str, schedule) -> tuple[float, int]:
     game = BUILTIN.load(board)
     started = time.perf_counter()
     played = 0
-    for g in schedule:
-        agents = build_agents({g.first, g.second}, board, BUILTIN, derived_seed(g.game_id))
-        played += len(play_games(game, agents, [g]))
+    for batch in batches_of(schedule):
+        names = {g.first for g in batch} | {g.second for g in batch}
+        agents = build_agents(names, board, BUILTIN, derived_seed(batch[0].game_id))
+        played += len(play_games(game, agents, batch))
     return played / (time.perf_counter() - started), played
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--board", default="connect_four")
-    parser.add_argument("--agents", default="openspiel_mcts_300,mcts_24")
+    parser.add_argument("--agents", default="openspiel_mcts_1000,mcts_64")
     parser.add_argument("--games", type=int, default=48, help="games in the match (colour-swapped pairs)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     args = parser.parse_args()
@@ -68,6 +74,7 @@ def main() -> None:
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
     warm = schedule[:1]
     ray.get([play_batch.remote(args.board, BUILTIN, [g.__dict__ for g in warm], 0) for _ in range(args.cpus)])
+    bare_rate(args.board, warm)  # the same warm-up for (b): imports and the game's first load
     load_before = os.getloadavg()[0]
     a, played_a = cluster_rate(args.board, schedule, args.cpus)
     b, played_b = bare_rate(args.board, schedule)
