@@ -11,6 +11,7 @@ from actors.cluster_store import ensure_cluster_store
 from actors.cmaes import ensure_cmaes_actor
 from actors.registrar import ensure_model_registrar
 from actors.sync import ensure_sync_actor
+from actors.tournament import ensure_tournament_actor
 from actors.pipeline import ensure_pipeline_actor
 from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
@@ -68,6 +69,7 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
     election = ElectionActor.options(name=election_name(settings.node_id), **common).remote(settings.node_id, settings)
     store = ensure_cluster_store(settings.node_dir())
     ensure_model_registrar()  # registers finished training runs through whichever node leads
+    ensure_tournament_actor(GameCatalog.from_settings(settings.games))  # tournaments, A/B tests, ratings
     ensure_pipeline_actor(GameCatalog.from_settings(settings.games))  # improvement runs, pipeline, rollbacks
     return NodeActors(node_id=settings.node_id, ray_node_id=ray_node_id, peer=peer, jobs=jobs, election=election,
                       cluster_store=store, cmaes=ensure_cmaes_actor(settings.node_dir()),

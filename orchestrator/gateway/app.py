@@ -9,6 +9,7 @@ from orchestrator.errors import ApiError, Unavailable
 from orchestrator.gateway import middleware, routes_admin, routes_core, routes_election, routes_jobs, routes_selfplay
 from orchestrator.gateway import routes_cmaes, routes_training
 from orchestrator.gateway import routes_sync
+from orchestrator.gateway import routes_abtest, routes_elo, routes_gauntlet, routes_tournament
 from orchestrator.gateway import routes_connectivity, routes_git, routes_registry
 from orchestrator.gateway import routes_improvement, routes_pipeline, routes_rollback, routes_trends
 from orchestrator.gateway.keys import MAX_BODY_BYTES, NODE, OPENAPI
@@ -18,8 +19,8 @@ from orchestrator.gateway.openapi import build_openapi
 from orchestrator.play.analytics import AnalyticsCache
 
 ROUTE_MODULES = (routes_core, routes_admin, routes_election, routes_jobs, routes_selfplay, routes_training, routes_cmaes,
-                 routes_git, routes_registry, routes_connectivity, routes_sync, routes_improvement, routes_pipeline,
-                 routes_rollback, routes_trends)
+                 routes_git, routes_registry, routes_connectivity, routes_sync, routes_tournament, routes_elo,
+                 routes_abtest, routes_gauntlet, routes_improvement, routes_pipeline, routes_rollback, routes_trends)
 
 
 def all_endpoints() -> list[Endpoint]:
