@@ -523,8 +523,7 @@ class TournamentActor:
                 raise Conflict("an A/B test counts single games or game pairs, not both", test_id=test_id)
             updated = test.add_results(tuple(wdl) if wdl else None, tuple(penta) if penta else None, submission_id)
             if updated is not test:
-                settled = updated.settle(self.games, time.time()) if updated.state == RUNNING else updated
-                self._save_abtest(settled)
+                self._save_abtest(updated.settle(self.games, time.time()))
                 if self.dirty:
                     raise Unavailable("results not saved: no leader accepts writes now")
             return self.abtest_status(test_id)

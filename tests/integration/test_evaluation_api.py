@@ -114,16 +114,21 @@ def test_abtests_and_gauntlets_decide_by_sprt(gateways):
 
     manual = _ask(leader, "/abtest/create", {**spec, "test_id": "ab-manual"}).json()["test"]
     assert manual["decision"] is None and manual["games"] == 0
-    add = {"test_id": "ab-manual", "wins": 30, "draws": 10, "losses": 10, "submission_id": "w1"}
+    add = {"test_id": "ab-manual", "wins": 6, "draws": 2, "losses": 2, "submission_id": "w1"}
     assert follower.post("/abtest/result", json=add).status_code == 200
     status = follower.post("/abtest/result", json=add).json()["test"]
-    assert (status["games"], status["wins"], status["draws"], status["losses"]) == (50, 30, 10, 10), "retry counted once"
-    assert status["lower_bound"] < status["llr"] and status["elo"] > 0 and 0.5 < status["los"] <= 1
+    assert (status["games"], status["wins"], status["draws"], status["losses"]) == (10, 6, 2, 2), "retry counted once"
+    assert status["lower_bound"] < status["llr"] < status["upper_bound"] and status["decision"] is None
+    assert status["elo"] > 0 and 0.5 < status["los"] <= 1 and status["state"] == "created"
     assert follower.post("/abtest/result", json={"test_id": "ab-manual", "pentanomial": [1, 2, 3, 2, 1]}).status_code == 409
     assert follower.post("/abtest/result", json={"test_id": "ab-manual", "wins": 1, "pentanomial": [0] * 5}).status_code == 400
     assert follower.post("/abtest/result", json={"test_id": "nope", "wins": 1}).status_code == 404
-    assert _ask(leader, "/abtest/cancel", {"test_id": "ab-manual"}).json()["test"]["state"] == "cancelled"
-    assert follower.post("/abtest/result", json={**add, "submission_id": "w2"}).status_code == 409
+    decided = follower.post("/abtest/result", json={**add, "wins": 30, "draws": 10, "losses": 10,
+                                                    "submission_id": "w2"}).json()["test"]
+    assert decided["state"] == "finished" and decided["decision"] == "H1" and decided["games"] == 60
+    assert follower.post("/abtest/result", json={**add, "submission_id": "w3"}).status_code == 409
+    _ask(leader, "/abtest/create", {**spec, "test_id": "ab-cancel"})
+    assert _ask(follower, "/abtest/cancel", {"test_id": "ab-cancel"}).json()["test"]["state"] == "cancelled"
 
     gauntlet = _ask(follower, "/gauntlet/execute", {"gauntlet_id": "g-weak", "candidate": "random",
                                                     "baselines": ["openspiel_mcts_100"], "board_type": BOARD,
@@ -148,7 +153,7 @@ def test_abtests_and_gauntlets_decide_by_sprt(gateways):
     history = follower.get("/elo/history", params={"agent": "random", "board_type": BOARD}).json()["history"]
     assert "g-weak" in [h["event_id"] for h in history]
     listed = follower.get("/abtest/list").json()["tests"]
-    assert {"ab-strong", "ab-manual", "g-weak-b0"} <= {t["test_id"] for t in listed}
+    assert {"ab-strong", "ab-manual", "ab-cancel", "g-weak-b0"} <= {t["test_id"] for t in listed}
     quick_done = wait_until(lambda: (t := _tournament(follower, quick.json()["tournament_id"]))["state"] == "finished"
                             and t, timeout_s=60, what="quick eval finished")
     assert quick_done["total"] == 4 and quick_done["kind"] == "quick_eval"

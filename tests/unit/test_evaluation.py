@@ -77,3 +77,60 @@ def test_a_stop_abandons_unfinished_games():
     played = play_games(game, agents("connect_four", "random"), [EvalGame("s", "random", "random", seed=0)],
                         should_stop=lambda: calls.append(1) or len(calls) > 3)
     assert played == []
+
+
+# --- runs: schedules and progress recomputed from stored game records ------------------------------
+from orchestrator.play.evaluation_runs import ABTest, Gauntlet, Tournament, game_record  # noqa: E402
+
+
+def test_a_round_robin_schedule_alternates_colours_in_pairs():
+    t = Tournament.round_robin("t", "tic_tac_toe", ["a", "b", "c"], 5, 2, "round_robin", 0.0)
+    games = t.schedule()
+    assert len(games) == t.total == 15 and len({g.game_id for g in games}) == 15
+    ab = [g for g in games if {g.first, g.second} == {"a", "b"}]
+    assert [g.first for g in ab] == ["a", "b", "a", "b", "a"]
+    assert ab[0].seed == ab[1].seed != ab[2].seed, "a pair shares its opening"
+    assert t.schedule() == games, "the schedule is fixed by the tournament id"
+    quick = Tournament.candidate_against("q", "tic_tac_toe", "new", ["x", "y"], 4, 0, 0.0)
+    assert quick.total == 8 and all("new" in (g.first, g.second) for g in quick.schedule())
+    assert Tournament.from_doc(t.to_doc()) == t
+
+
+def _store(test, index, first_score, second_score):
+    g0, g1 = test.pair(index)
+    return {g0.game_id: game_record(g0.game_id, g0.first, g0.second, "tic_tac_toe", first_score, "abtest", test.test_id, 0),
+            g1.game_id: game_record(g1.game_id, g1.first, g1.second, "tic_tac_toe", second_score, "abtest", test.test_id, 0)}
+
+
+def test_an_abtest_counts_completed_pairs_and_settles_on_the_sprt():
+    test = ABTest("ab", "new", "old", "tic_tac_toe", 0, 100, 0.05, 0.05, "logistic", 1000, 2, 0.0, state="running")
+    records = {}
+    records.update(_store(test, 0, 1, 0))  # new wins as first and as second player: WW
+    records.update(_store(test, 1, 1, 1))  # new wins, then loses: WL
+    half = _store(test, 2, 0.5, 0.5)
+    records[next(iter(half))] = next(iter(half.values()))  # a pair with one game stored does not count yet
+    wdl, penta, games = test.counts(records)
+    assert (wdl, penta, games) == ([3, 0, 1], [0, 0, 1, 0, 1], 4)
+    assert test.settle(records, 1.0) is test, "undecided after two pairs"
+    for k in range(3, 40):
+        records.update(_store(test, k, 1, 0))
+    done = test.settle(records, 2.0)
+    assert done.state == "finished" and done.final["decision"] == "H1" and done.status({})["decision"] == "H1"
+    assert ABTest.from_doc(done.to_doc()) == done
+
+
+def test_submitted_results_are_counted_once_per_submission_id():
+    test = ABTest("m", "a", "b", "tic_tac_toe", 0, 10, 0.05, 0.05, "logistic", 100, 0, 0.0)
+    once = test.add_results((3, 1, 2), None, "s1")
+    assert once.add_results((3, 1, 2), None, "s1") is once
+    assert once.counts({})[0] == [3, 1, 2]
+    capped = ABTest("c", "a", "b", "tic_tac_toe", -100, 100, 0.05, 0.05, "logistic", 6, 0, 0.0, state="running")
+    ended = capped.add_results((3, 0, 3), None, None).settle({}, 1.0)
+    assert ended.state == "finished" and ended.final["decision"] is None and ended.final["games"] == 6
+
+
+def test_gauntlet_verdicts():
+    assert Gauntlet.verdict([("finished", "H1"), ("running", None)]) is None
+    assert Gauntlet.verdict([("finished", "H1"), ("running", "H0")]) == "failed"
+    assert Gauntlet.verdict([("finished", "H1"), ("finished", "H1")]) == "passed"
+    assert Gauntlet.verdict([("finished", "H1"), ("finished", None)]) == "inconclusive"
