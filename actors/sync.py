@@ -93,6 +93,7 @@ class SyncActor:
         self.pool = ThreadPoolExecutor(settings.sync_max_concurrent + 1, thread_name_prefix="sync")
         self.last_report: dict[str, float] = {}
         self.report_locks: dict[str, asyncio.Lock] = {}
+        self.recorded: set[str] = set()  # models whose holder record for this node is known written
         self.queue: asyncio.PriorityQueue | None = None
         self.order = itertools.count()
         self.scan_lock: asyncio.Lock | None = None
@@ -205,7 +206,8 @@ class SyncActor:
         held = await asyncio.get_running_loop().run_in_executor(self.pool, entry_for, self.root, path,
                                                                 self.hashes.get(path))
         if held is not None and held.sha256 == sha256:
-            await self._record_holder(model_id, path, sha256)
+            if model_id not in self.recorded:  # a file trained or pushed here: recorded once per incarnation
+                await self._record_holder(model_id, path, sha256)
             return {"model_id": model_id, "path": path, "fetched": False, "source_node": self.node_id}
         peers = await self._alive_peers()
         infos = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).file_info.remote(path),
@@ -234,12 +236,17 @@ class SyncActor:
         """Best effort, through whichever node leads now (its epoch fences the write); the files
         themselves stay the truth, so a lost record costs nothing but a wider search."""
         try:
-            _, leader = await lookup(CLUSTER_STORE).highest_epoch.remote()
-            if leader is not None:
+            store = lookup(CLUSTER_STORE)
+            key = f"{model_id}@{self.node_id}"
+            known = await store.read.remote(HOLDERS_KIND, key)
+            _, leader = await store.highest_epoch.remote()
+            if (known or {}).get("sha256") != sha256:
+                if leader is None:
+                    return
                 await asyncio.wait_for(lookup(election_name(leader)).leader_write.remote(
-                    HOLDERS_KIND, f"{model_id}@{self.node_id}",
-                    {"model_id": model_id, "node_id": self.node_id, "path": path, "sha256": sha256,
-                     "recorded_at": time.time()}), PEER_CALL_TIMEOUT_S)
+                    HOLDERS_KIND, key, {"model_id": model_id, "node_id": self.node_id, "path": path,
+                                        "sha256": sha256, "recorded_at": time.time()}), PEER_CALL_TIMEOUT_S)
+            self.recorded.add(model_id)
         except Exception as exc:  # no leader right now, or it is changing: the next fetch records it
             log.info("model %s: holder record not written: %s", model_id, root_cause(exc))
 
