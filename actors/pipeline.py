@@ -271,6 +271,10 @@ class PipelineActor:
             self._start_test(check["spec"], epoch)
             return
         proof = gating.evidence(check["spec"]["test_id"], check["spec"], status)
+        if status.get("state") == "failed":  # no games could be played: nothing decided, nothing changed
+            self._save_check({**check, "evidence": proof, "state": "finished", "outcome": "failed",
+                              "reason": "; ".join(status.get("errors") or [])[-500:], "finished_at": time.time()})
+            return
         verdict = gating.regression_verdict(status)
         if verdict.action == "wait":
             if proof != check.get("evidence"):

@@ -440,6 +440,8 @@ def _gating(run, cycle, world: World, now: float, earlier_done: bool) -> list[Ac
         return [StartTest(spec["test_id"], spec)]
     proof = gates.evidence(spec["test_id"], spec, status)
     cycle["gating"] = proof
+    if _test_failed(cycle, spec["test_id"], status, now):
+        return []
     verdict = gates.promotion_verdict(status)
     if verdict.action == "wait":
         return []
@@ -457,6 +459,16 @@ def _gating(run, cycle, world: World, now: float, earlier_done: bool) -> list[Ac
     return [LedgerEvent("promote", event_id, cycle["candidate"], verdict.reason, proof)]
 
 
+def _test_failed(cycle: dict[str, Any], test_id: str, status: Mapping[str, Any], now: float) -> bool:
+    """An A/B test that could not play its games decides nothing: the cycle fails, saying why."""
+    if status.get("state") != "failed":
+        return False
+    errors = status.get("errors") or []
+    cycle.update(phase="failed", outcome="failed", finished_at=now,
+                 note=f"A/B test {test_id} failed: {errors[-1] if errors else 'no games could be played'}")
+    return True
+
+
 def _regression(run, cycle, world: World, now: float, earlier_done: bool) -> list[Action]:
     spec = _spec(run, cycle, regression=True)
     status = world.tests.get(spec["test_id"])
@@ -464,6 +476,8 @@ def _regression(run, cycle, world: World, now: float, earlier_done: bool) -> lis
         return [StartTest(spec["test_id"], spec)]
     proof = gates.evidence(spec["test_id"], spec, status)
     cycle["regression"] = proof
+    if _test_failed(cycle, spec["test_id"], status, now):
+        return []
     verdict = gates.regression_verdict(status)
     if verdict.action == "wait":
         return []

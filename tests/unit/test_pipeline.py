@@ -325,3 +325,13 @@ def test_a_run_refused_for_good_fails_with_the_reason_and_stops_its_work():
     failed, stops = pl.cancel(run, 2.0, "failed", "StartTest refused: agent_a: cannot load")
     assert failed["state"] == "failed" and failed["error"].startswith("StartTest refused")
     assert stops == [pl.StopJob("r10-c1-selfplay-1")] and pl.advance(failed, fake.world(failed), 3.0)[1] == []
+
+
+def test_an_ab_test_that_cannot_play_fails_the_cycle_and_the_run():
+    fake = FakeWorld()
+    run = pl.new_run("r11", "improvement", _request(cycles=2), "home", now=0.0)
+    run, _ = _through_training(run, fake, 1.0)
+    fake.tests[pl.gating_test_id(_current(run))].update(state="failed", errors=["p0-0: ModelUnavailable: no file"])
+    run, actions = _step(run, fake, 5.0)
+    assert run["state"] == "failed" and "ModelUnavailable" in run["error"] and len(run["cycles"]) == 1
+    assert fake.ledger["best"] == "r11-untrained", "nothing promoted on a test that played no games"
