@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 
-from actors.tasks import load_registered
+from actors.tasks import load_model_here
 from orchestrator.play.agents import AgentContext, make_agent
 from orchestrator.play.evaluation import EvalGame, play_games
 from orchestrator.play.games import GameCatalog
@@ -19,9 +19,9 @@ from orchestrator.play.games import GameCatalog
 
 def build_agents(names: set[str], board_type: str, games: GameCatalog, seed: int) -> dict[str, Any]:
     device = "cuda" if ray.is_initialized() and ray.get_gpu_ids() else "cpu"
-    # Evaluations run on any node, so a model loads from its registry record (files verified there).
+    # Evaluations run on any node: a model file this node lacks is fetched first (verified), then loaded.
     return {name: make_agent(name, AgentContext(board_type=board_type, seed=seed, games=games, device=device,
-                                                load_model=lambda model_id: load_registered(model_id, None, device)))
+                                                load_model=lambda model_id: load_model_here(model_id, device)))
             for name in sorted(names)}
 
 

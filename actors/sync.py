@@ -20,7 +20,8 @@ from typing import Any
 import ray
 import requests
 
-from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, lookup, peer_name, pinned, root_cause, sync_name
+from actors.naming import (CLUSTER_STORE, NAMESPACE, SYNC_PREFIX, election_name, lookup, peer_name, pinned, root_cause,
+                           sync_name)
 from orchestrator.config import Settings
 from orchestrator.errors import ApiError, NotFound
 from orchestrator.learn.registry import REGISTRY_KIND, ModelUnavailable
@@ -100,6 +101,11 @@ class SyncActor:
         if any(job["finished_at"] is None or not job["reported"] for job in self.jobs.values()):
             # Restarted by Ray with work left: nobody else knows to call us, so we call ourselves.
             ray.get_runtime_context().current_actor.resume.remote()
+
+    async def where(self) -> dict[str, str]:
+        """Which orchestrator node this is, on which Ray node, with which data directory."""
+        return {"node_id": self.node_id, "ray_node_id": ray.get_runtime_context().get_node_id(),
+                "data_dir": str(self.root)}
 
     async def resume(self) -> int:
         """Start the workers and re-queue unfinished files; returns how many jobs this node holds."""
@@ -431,3 +437,25 @@ def push_best_model(model_id: str) -> None:
             lookup(sync_name(leader)).push_model.remote(model_id)
     except Exception as exc:  # the ledger is already written; the push must not undo the promotion
         log.warning("model %s: push to every node not started: %s", model_id, root_cause(exc))
+
+
+_HERE: dict[str, dict[str, str]] = {}  # Ray node id -> this process's answer from `where` (per process)
+
+
+def node_here(refresh: bool = False) -> dict[str, str] | None:
+    """The orchestrator node on the Ray node this code runs on (a task Ray placed anywhere), or None."""
+    here = ray.get_runtime_context().get_node_id()
+    if refresh:
+        _HERE.pop(here, None)
+    if here not in _HERE:
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["namespace"] != NAMESPACE or not actor["name"].startswith(SYNC_PREFIX):
+                continue
+            try:
+                info = ray.get(lookup(actor["name"]).where.remote(), timeout=PEER_CALL_TIMEOUT_S)
+            except Exception:  # a node going away: look at the next one
+                continue
+            if info["ray_node_id"] == here:
+                _HERE[here] = info
+                break
+    return _HERE.get(here)

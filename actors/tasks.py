@@ -9,7 +9,7 @@ import ray
 
 from actors.catalog import JOB_TYPES
 from actors.naming import CLUSTER_STORE, jobs_name, lookup, root_cause
-from actors.sync import GATHERING_JOB_TYPES, fetch_model_file, gather_selfplay
+from actors.sync import GATHERING_JOB_TYPES, fetch_model_file, gather_selfplay, node_here
 from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 
@@ -60,6 +60,22 @@ def load_registered(model_id: str, data_dir: str | Path | None, device: str = "c
     if doc is None:
         raise ValueError(f"model {model_id!r} is not in the model registry")
     return resolve_model(doc, data_dir, device)
+
+
+def load_model_here(model_id: str, device: str = "cpu") -> Any:
+    """For a task Ray may place on any node (evaluation games): a model file is fetched into the data
+    directory of the orchestrator node on this Ray node, then loaded from there (verified). Without
+    such a node, only models that need no file (agent_params) load."""
+    for refresh in (False, True):  # a cached node may have gone away since: look again once
+        here = node_here(refresh)
+        if here is None:
+            break
+        try:
+            fetch_model_file(here["node_id"], model_id)
+        except ray.exceptions.RayActorError:
+            continue
+        return load_registered(model_id, here["data_dir"], device)
+    return load_registered(model_id, None, device)
 
 
 @ray.remote(max_retries=0)
