@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from aiohttp import web
@@ -33,8 +33,8 @@ MAX_COUNT = 2**63 - 1
 
 
 class ManifestQuery(RequestModel):
-    kind: str | None = Field(None, description="selfplay, model or training")
-    board_type: str | None = None
+    kind: Literal["selfplay", "model", "training"] | None = None
+    board_type: str | None = Field(None, max_length=256)
 
 
 class PullRequest(RequestModel):

@@ -82,6 +82,7 @@ def test_pull_and_file_serving_refuse_escapes_a_full_target_answers_507_a_killed
     assert {f["path"] for f in manifest["files"]} == {"selfplay/tic_tac_toe/j1/games-0-0.jsonl",
                                                        "selfplay/tic_tac_toe/j1/old.jsonl", "models/m1.pt"}
     assert node.get("/data_manifest", params={"kind": "model"}).json()["file_count"] == 1
+    assert node.get("/data_manifest", params={"kind": "bogus"}).json()["field"] == "kind"
 
     pulled = node.post("/sync/pull", json={"patterns": ["selfplay/*/*/*.jsonl"], "since_timestamp": 1_500_000_000})
     assert pulled.status_code == 200, pulled.text
