@@ -8,7 +8,7 @@ a failure: the partial file. An interrupted stream resumes from its length on th
 one version are never resumed into another. A whole file with the wrong digest is deleted and
 fetched once more from a clean file; a second mismatch is reported, never installed.
 
-The source is a seam (`Fetch`): the actor layer supplies HTTP; tests supply anything.
+The source is a seam (`Fetch`): the caller supplies the transport (HTTP in production); tests supply anything.
 """
 from __future__ import annotations
 
