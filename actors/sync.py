@@ -176,7 +176,8 @@ class SyncActor:
         self._forget_old_jobs(time.time())
         check_disk(self.root, sum(t["size"] for t in transfers), self.settings.sync_disk_limit_percent)
         job = {"sync_id": sync_id, "transfers": transfers, "sources": sources, "state": {}, "files_done": 0,
-               "bytes_done": 0, "bytes_resumed": 0, "clean_retries": 0, "errors": [], "created_at": time.time(), "finished_at": None, "report": report,
+               "bytes_done": 0, "bytes_resumed": 0, "clean_retries": 0, "errors": [], "created_at": time.time(),
+               "finished_at": None, "report": report,
                "reported": not report}
         self.jobs[sync_id] = job
         self.store.put("kv", JOB_PREFIX + sync_id, job)  # before any byte moves
@@ -220,8 +221,9 @@ class SyncActor:
                                                         PEER_CALL_TIMEOUT_S) for n in peers), return_exceptions=True)
         holders = {n: info for n, info in zip(peers, infos) if isinstance(info, dict) and info["sha256"] == sha256}
         if not holders:
-            asked = ", ".join(f"{n} ({type(root_cause(i)).__name__ if isinstance(i, BaseException) else 'other version'})"
-                              for n, i in zip(peers, infos)) or "no alive peers"
+            why = {n: type(root_cause(i)).__name__ if isinstance(i, BaseException) else "other version"
+                   for n, i in zip(peers, infos)}
+            asked = ", ".join(f"{n} ({reason})" for n, reason in why.items()) or "no alive peers"
             raise ModelUnavailable(f"model {model_id}: no alive node holds {path} with sha256 {sha256[:12]}; "
                                    f"asked {asked}")
         check_disk(self.root, next(iter(holders.values()))["size"], self.settings.sync_disk_limit_percent)
@@ -326,8 +328,8 @@ class SyncActor:
             job["bytes_done"] += spec["size"]
             job["bytes_resumed"] += result.resumed_from
             job["clean_retries"] += result.clean_retries
-            self.hashes[spec["path"]] = {"size": spec["size"], "mtime_ns": (self.root / spec["path"]).stat().st_mtime_ns,
-                                         "sha256": result.sha256}
+            mtime_ns = (self.root / spec["path"]).stat().st_mtime_ns
+            self.hashes[spec["path"]] = {"size": spec["size"], "mtime_ns": mtime_ns, "sha256": result.sha256}
         self.live_bytes.pop(sync_id, None)
         finished = job["files_done"] + len(job["errors"]) == len(job["transfers"])
         if finished:

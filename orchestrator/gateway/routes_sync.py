@@ -38,7 +38,8 @@ class ManifestQuery(RequestModel):
 
 
 class PullRequest(RequestModel):
-    patterns: list[str] = Field(min_length=1, max_length=256, description="globs relative to the data dir; ** spans dirs")
+    patterns: list[str] = Field(min_length=1, max_length=256,
+                                description="globs relative to the data dir; ** spans dirs")
     since_timestamp: float | None = Field(None, ge=0, allow_inf_nan=False,
                                           description="only files modified after this (unix seconds)")
 
@@ -95,7 +96,8 @@ async def refresh_manifest(node, args: ManifestQuery, request):
 
 
 def _filtered(manifest: dict[str, Any], args: ManifestQuery) -> dict[str, Any]:
-    files = [f for f in manifest["files"] if args.kind in (None, f["kind"]) and args.board_type in (None, f["board_type"])]
+    files = [f for f in manifest["files"]
+             if args.kind in (None, f["kind"]) and args.board_type in (None, f["board_type"])]
     return {**manifest, "files": files, "file_count": len(files), "total_bytes": sum(f["size"] for f in files)}
 
 
@@ -288,7 +290,8 @@ def _sync_view(record: dict[str, Any], progress: dict[str, dict], now: float) ->
     for target, totals in record["targets"].items():
         report = progress.get(f"{record['sync_id']}:{target}") or {}
         nodes[target] = {**totals, "files_done": report.get("files_done", 0), "bytes_done": report.get("bytes_done", 0),
-                         "bytes_resumed": report.get("bytes_resumed", 0), "clean_retries": report.get("clean_retries", 0),
+                         "bytes_resumed": report.get("bytes_resumed", 0),
+                         "clean_retries": report.get("clean_retries", 0),
                          "errors": report.get("errors", []), "done": report.get("done", False),
                          "updated_at": report.get("updated_at")}
     bytes_done = sum(n["bytes_done"] for n in nodes.values())
@@ -301,7 +304,8 @@ def _sync_view(record: dict[str, Any], progress: dict[str, dict], now: float) ->
             "state": ("failed" if any(n["errors"] for n in nodes.values()) else "done") if done else "running",
             "files_total": record["files_total"], "files_done": sum(n["files_done"] for n in nodes.values()),
             "bytes_total": record["bytes_total"], "bytes_done": bytes_done, "skipped": record["skipped"],
-            "rate_bytes_per_s": round(rate, 1), "eta_s": 0.0 if done else (round(remaining / rate, 1) if rate else None),
+            "rate_bytes_per_s": round(rate, 1),
+            "eta_s": 0.0 if done else (round(remaining / rate, 1) if rate else None),
             "errors": [{"node_id": n, **(e if isinstance(e, dict) else {"error": e})}
                        for n, v in nodes.items() for e in v["errors"]],
             "nodes": nodes, "unreachable": record["unreachable"]}
@@ -325,8 +329,8 @@ ENDPOINTS = [
              leader_only=True),
     Endpoint(("GET",), "/sync/status", sync_status, "Syncs with files and bytes done/total, rate, ETA and errors "
              "(?sync_id=)", args=SyncStatusQuery),
-    Endpoint(("POST",), "/sync/job_update", job_update, "A target node reports a sync's progress", args=JobUpdateRequest,
-             leader_only=True),
+    Endpoint(("POST",), "/sync/job_update", job_update, "A target node reports a sync's progress",
+             args=JobUpdateRequest, leader_only=True),
     Endpoint(("POST",), "/sync/training", sync_training, "Move a board's self-play data to the training node ahead "
              "of other transfers", args=SyncTrainingRequest, leader_only=True),
 ]

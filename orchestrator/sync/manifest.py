@@ -110,7 +110,8 @@ def _entry(root: Path, relative: str, cached: Mapping | None) -> tuple[FileEntry
         if not stat.S_ISREG(info.st_mode):  # symlinks are never followed, devices never read
             return None, False
         if cached is not None and (cached["size"], cached["mtime_ns"]) == (info.st_size, info.st_mtime_ns):
-            return FileEntry(relative, info.st_size, info.st_mtime, info.st_mtime_ns, cached["sha256"], *kind_board), False
+            digest = cached["sha256"]
+            return FileEntry(relative, info.st_size, info.st_mtime, info.st_mtime_ns, digest, *kind_board), False
         digest = sha256_file(path)
     except FileNotFoundError:  # removed since the listing
         return None, False
