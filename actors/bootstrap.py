@@ -15,7 +15,7 @@ from actors.tournament import ensure_tournament_actor
 from actors.pipeline import ensure_pipeline_actor
 from actors.election import ElectionActor
 from actors.jobs import JobSupervisor
-from actors.naming import NAMESPACE, election_name, jobs_name, peer_name, pinned
+from actors.naming import NAMESPACE, election_name, jobs_name, lookup, peer_name, pinned
 from actors.peer import PeerActor
 from orchestrator.config import Settings
 from orchestrator.play.games import GameCatalog
@@ -78,9 +78,9 @@ def ensure_node_actors(settings: Settings, host: str, port: int, ray_node_id: st
 
 def jobs_actor(node_id: str) -> Any:
     """Another node's JobSupervisor, for calls about jobs that live there; ValueError if none."""
-    return ray.get_actor(jobs_name(node_id), namespace=NAMESPACE)
+    return lookup(jobs_name(node_id))
 
 
 def election_actor(node_id: str) -> Any:
     """Another node's ElectionActor (its fencing point for commands); ValueError if none."""
-    return ray.get_actor(election_name(node_id), namespace=NAMESPACE)
+    return lookup(election_name(node_id))
