@@ -44,6 +44,8 @@ def test_a_new_leader_finishes_the_cycle_the_old_one_started(gateways, ray_clust
     z = gateways.start("pf-z", extra.node_id, voters=voters, **timings)
     b = gateways.start("pf-b", gateways.ray_node_id(1), voters=voters, **timings)
     a = gateways.start("pf-a", gateways.ray_node_id(0), voters=voters, **timings)
+    # Not a voter, lowest id: it never stands against pf-b; evaluation games on its Ray node load networks through it.
+    gateways.start("pf-0", gateways.ray_node_id(2), voters=voters, **timings)
     assert _leader_of([a, b, z]) == "pf-z", "Bully: the highest id leads"
 
     try:
