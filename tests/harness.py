@@ -61,6 +61,19 @@ class TestNode:
     def post(self, path: str, json: Any = None, **kwargs) -> requests.Response:
         return self.request("POST", path, json=json, **kwargs)
 
+    def post_to_leader(self, path: str, json: Any = None, timeout_s: float = 60.0) -> requests.Response:
+        """A leader-only call as a client makes it: retried while leadership settles (503 with no leader
+        known, or 409 from a node that has just stopped leading), as a loaded box can let a lease lapse."""
+        answers: list[requests.Response] = []
+
+        def settled() -> bool:
+            answers.append(self.post(path, json=json))
+            last = answers[-1]
+            return not (last.status_code == 503 or last.status_code == 409 and "not the leader" in last.text)
+
+        wait_until(settled, timeout_s=timeout_s, interval_s=0.5, what=f"{path} answered by a leader")
+        return answers[-1]
+
     def status(self) -> dict:
         return self.get("/status").json()
 

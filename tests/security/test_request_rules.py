@@ -129,11 +129,11 @@ def test_the_seed_curl_examples_work_as_written_and_training_fields_arrive(gatew
     # The same leader takes the trainer fields /training/start once dropped, into the run's job config.
     tuned = {"blocks": 1, "channels": 8, "value_weight": 0.5}
     base = {"board_type": "tic_tac_toe", "steps": 1, "window_games": 1, "node_id": "vast-seed"}
-    started = node.post("/training/start", json={**base, **tuned, "run_id": "fields-pv"})
+    started = node.post_to_leader("/training/start", {**base, **tuned, "run_id": "fields-pv"})
     assert started.status_code == 200, started.text
     config = node.get("/training/status", params={"run_id": "fields-pv"}).json()["run"]["config"]
     assert {key: config[key] for key in tuned} == tuned, config
-    nnue = node.post("/training/nnue/start", json={**base, "hidden": [16, 8], "run_id": "fields-nnue"})
+    nnue = node.post_to_leader("/training/nnue/start", {**base, "hidden": [16, 8], "run_id": "fields-nnue"})
     assert nnue.status_code == 200, nnue.text
     assert node.get("/training/status", params={"run_id": "fields-nnue"}).json()["run"]["config"]["hidden"] == [16, 8]
     wrong_kind = node.post("/training/start", json={**base, "hidden": [16], "run_id": "fields-x"})
