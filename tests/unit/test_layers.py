@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ("cluster", "play", "learn", "nn", "stats")
+PURE = ("cluster", "play", "learn", "nn", "stats", "sync", "ops")
 ABOVE = ("ray", "aiohttp", "actors", "orchestrator.gateway")
 # Within the domain layer, the direction DESIGN.md gives: learn uses play and nn, play uses nn, never the reverse.
 NOT_BELOW = {"nn": ("orchestrator.play", "orchestrator.learn"), "play": ("orchestrator.learn",),
