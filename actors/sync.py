@@ -26,13 +26,14 @@ from orchestrator.config import Settings
 from orchestrator.errors import ApiError, NotFound
 from orchestrator.learn.registry import REGISTRY_KIND, ModelUnavailable
 from orchestrator.store import NodeStore, node_db_path
-from orchestrator.sync.manifest import FileEntry, cache_of, entry_for, scan
+from orchestrator.sync.manifest import FileEntry, cache_of, entry_for, matches, scan
 from orchestrator.sync.plan import PRIORITY_TRAINING, plan_transfers
 from orchestrator.sync.paths import resolve_inside
 from orchestrator.sync.transfer import (Fetch, Interrupted, Opened, TransferFailed, check_disk, transfer_file)
 
 log = logging.getLogger(__name__)
 HASHES_KEY = "sync:hashes"
+ORIGINS_KEY = "sync:origins"  # relative path -> {"node_id", "sha256"} of each file copied here
 JOB_PREFIX = "sync:job:"
 HTTP_CHUNK_BYTES = 1 << 20
 CONNECT_TIMEOUT_S = 5.0
@@ -86,6 +87,7 @@ class SyncActor:
         self.root = settings.node_dir()
         self.store = NodeStore(node_db_path(self.root))
         self.hashes: dict[str, dict] = self.store.get("kv", HASHES_KEY) or {}
+        self.origins: dict[str, dict] = self.store.get("kv", ORIGINS_KEY) or {}
         self.entries: dict[str, FileEntry] = {}
         self.scanned_at: float | None = None
         self.jobs: dict[str, dict[str, Any]] = {key[len(JOB_PREFIX):]: doc for key, doc in self.store.load("kv").items()
@@ -260,8 +262,9 @@ class SyncActor:
 
     async def gather(self, patterns: list[str], sync_id: str) -> dict[str, Any]:
         """Fetch here every file matching `patterns` that another alive node holds and this node lacks
-        (or holds in another version), as one training-priority job, and wait for it. Returns each
-        fetched file's source node, for the lineage of whatever reads them."""
+        (or holds in another version), as one training-priority job, and wait for it. Returns the node
+        each matching file here came from (fetched now or by an earlier sync; files this node wrote
+        are not listed), for the lineage of whatever reads them."""
         await self._started()
         peers = await self._alive_peers()
         answers = await asyncio.gather(*(self._remote_manifest(n) for n in peers), return_exceptions=True)
@@ -274,10 +277,15 @@ class SyncActor:
         while sync_id in self.jobs and self.jobs[sync_id]["finished_at"] is None:
             await asyncio.sleep(0.2)
         job = self.jobs.get(sync_id) or {"files_done": 0, "bytes_done": 0, "errors": []}
-        failed = {e["path"] for e in job["errors"]}
         return {"sync_id": sync_id, "files_fetched": job["files_done"], "bytes_fetched": job["bytes_done"],
                 "errors": job["errors"], "unreachable": sorted(set(peers) - set(manifests)),
-                "sources": {t.path: t.source_node for t in plan.transfers if t.path not in failed}}
+                "sources": self._origins_of(patterns)}
+
+    def _origins_of(self, patterns: list[str]) -> dict[str, str]:
+        """Source node of each copied file matching `patterns`, while the file here is still that copy."""
+        return {path: origin["node_id"] for path, origin in sorted(self.origins.items())
+                if any(matches(path, p) for p in patterns)
+                and self.hashes.get(path, {}).get("sha256") == origin["sha256"]}
 
     async def push_model(self, model_id: str) -> dict[str, Any]:
         """A new best model goes to every alive node now: each fetches it at once, outside (ahead
@@ -330,6 +338,8 @@ class SyncActor:
             job["clean_retries"] += result.clean_retries
             mtime_ns = (self.root / spec["path"]).stat().st_mtime_ns
             self.hashes[spec["path"]] = {"size": spec["size"], "mtime_ns": mtime_ns, "sha256": result.sha256}
+            self.origins[spec["path"]] = {"node_id": spec["source_node"], "sha256": result.sha256}
+            self.store.put("kv", ORIGINS_KEY, self.origins)  # before anyone is told the file is here
         self.live_bytes.pop(sync_id, None)
         finished = job["files_done"] + len(job["errors"]) == len(job["transfers"])
         if finished:

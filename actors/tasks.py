@@ -27,6 +27,7 @@ class RayJobContext:
         self.games = games
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.stop_seen = False
+        self.data_origins: dict[str, str] = {}  # files copied here from other nodes -> their node (see gather)
         self._supervisor = lookup(jobs_name(node_id))
 
     def report(self, progress: dict[str, Any]) -> bool:
@@ -91,7 +92,8 @@ def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, at
     if job_type in GATHERING_JOB_TYPES:  # the window comes from every node's self-play, copied here first
         ctx.report({"phase": "gathering"})
         gathered = gather_selfplay(node_id, job_id, attempt, config["board_type"])
+        ctx.data_origins = gathered.pop("sources")  # the node of each file goes into the model's lineage, once
     result = kind.run(kind.config_model.model_validate(config, context={GAMES_CONTEXT_KEY: games}), ctx)
     if gathered is not None and isinstance(result, dict):
-        result = {**result, "data_sources": gathered}  # which node each copied file of the window came from
+        result = {**result, "gathered": gathered}  # what the copy did: files, bytes, errors, unreachable nodes
     return {"result": result, "stopped": ctx.stop_seen}

@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -258,7 +258,12 @@ def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
     if not window.game_ids:
         where = job_directory(Path(ctx.data_dir), config.board_type, "_").parent
         raise ValueError(f"board_type: no self-play games for {config.board_type} under {where}")
-    return window
+    # The lineage names the node each file came from: files copied here from other nodes are in the
+    # context's `data_origins` (relative path -> source node; a context without it copied nothing),
+    # every other file was written by this node.
+    origins = getattr(ctx, "data_origins", None) or {}
+    files = tuple(replace(f, node_id=origins.get(f.path, ctx.node_id)) for f in window.data_window.files)
+    return replace(window, data_window=replace(window.data_window, files=files))
 
 
 def _stopped(window: Window) -> dict[str, Any]:

@@ -93,10 +93,13 @@ def game_ids_digest(game_ids: Iterable[str]) -> str:
 class DataFile:
     path: str
     sha256: str
+    node_id: str | None = None  # the node the file came from (its writer, or the node it was copied from); None: unrecorded
 
     def __post_init__(self) -> None:
         _relative_path("data_window.files.path", self.path)
         _sha256("data_window.files.sha256", self.sha256)
+        if self.node_id is not None and (not isinstance(self.node_id, str) or not self.node_id.strip()):
+            raise _fail("data_window.files.node_id", "must be a non-empty string or null")
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class DataWindow:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "files": [{"path": f.path, "sha256": f.sha256} for f in self.files],
+            "files": [{"path": f.path, "sha256": f.sha256, "node_id": f.node_id} for f in self.files],
             "game_count": self.game_count,
             "game_ids_digest": self.game_ids_digest,
         }
@@ -130,9 +133,9 @@ class DataWindow:
             raise _fail("data_window", "must be an object")
         files = value.get("files")
         if not isinstance(files, list) or not all(isinstance(f, Mapping) for f in files):
-            raise _fail("data_window.files", "must be a list of {path, sha256}")
+            raise _fail("data_window.files", "must be a list of {path, sha256, node_id?}")
         return cls(
-            files=tuple(DataFile(path=f.get("path"), sha256=f.get("sha256")) for f in files),
+            files=tuple(DataFile(path=f.get("path"), sha256=f.get("sha256"), node_id=f.get("node_id")) for f in files),
             game_count=value.get("game_count"),
             game_ids_digest=value.get("game_ids_digest"),
         )

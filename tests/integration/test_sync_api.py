@@ -296,12 +296,14 @@ def test_selfplay_on_two_nodes_trains_on_the_third_and_the_model_plays_everywher
     run_id, model_id = started.json()["run_id"], started.json()["model_id"]
     job = _job_done(trainer, run_id)
     assert job["state"] == "completed", job["error"]
-    gathered = job["result"]["data_sources"]
-    assert set(gathered["sources"].values()) == {p.node_id for p in players} and not gathered["errors"]
+    gathered = job["result"]["gathered"]
+    assert gathered["files_fetched"] > 0 and not gathered["errors"]
     model = wait_until(lambda: next((m for m in trainer.get("/models").json()["models"] if m["model_id"] == model_id),
                                     None), timeout_s=60, what="the model registered")
     assert model["data_window"]["game_count"] == 24
-    assert {f["path"] for f in model["data_window"]["files"]} <= set(gathered["sources"])
+    # the registered lineage names each file and the node it came from: the two self-play nodes
+    assert {f["node_id"] for f in model["data_window"]["files"]} == {p.node_id for p in players}
+    assert all(f"/games-{f['node_id']}/" in f"/{f['path']}" for f in model["data_window"]["files"])
 
     # a node that lacks the model fetches it (verified) before it plays
     first = players[0]

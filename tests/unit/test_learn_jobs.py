@@ -46,6 +46,7 @@ class Context:
     games: GameCatalog = BUILTIN
     device: str = "cpu"
     reports: list[dict[str, Any]] = field(default_factory=list)
+    data_origins: dict[str, str] = field(default_factory=dict)  # files copied here from other nodes -> their node
 
     def report(self, progress: dict[str, Any]) -> bool:
         self.reports.append(progress)
@@ -130,12 +131,16 @@ def test_a_torn_line_and_a_duplicated_game_are_skipped_and_reported(data_dir):
     extra = job_directory(data_dir, BOARD, "copy")
     extra.mkdir(parents=True)
     (extra / "games-1-00001.jsonl").write_bytes(line + line[: len(line) // 2])  # a duplicate, then a torn line
-    result = _run("training", {**SMALL, "window_games": 1000}, Context(data_dir))
+    copied = "selfplay/tic_tac_toe/copy/games-1-00001.jsonl"
+    result = _run("training", {**SMALL, "window_games": 1000}, Context(data_dir, data_origins={copied: "n2"}))
     assert result["skipped"]["duplicates"] == 1 and result["skipped"]["torn"] == 1
     assert "1 torn lines" in result["skipped_note"] and "1 duplicate games" in result["skipped_note"]
     record = ModelRecord.from_dict(result["model"])
     assert record.data_window.game_count == 24, "the duplicate is counted once"
-    assert "selfplay/tic_tac_toe/copy/games-1-00001.jsonl" in {f.path for f in record.data_window.files}
+    # the lineage names each file's node: the copy's source, and this node for the files it wrote
+    assert {f.path: f.node_id for f in record.data_window.files} == \
+        {copied: "n2", **{p.relative_to(data_dir).as_posix(): "n1" for p in _files(data_dir)}}
+    assert {f["path"]: f["node_id"] for f in result["model"]["data_window"]["files"]}[copied] == "n2"
 
 
 def test_registration_carries_the_leaders_epoch_and_a_deposed_leader_is_refused(data_dir, tmp_path):

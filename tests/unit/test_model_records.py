@@ -22,7 +22,7 @@ def record(**overrides):
         kind="policy_value",
         parent="m-1",
         created_at=1_700_000_000.5,
-        data_window=DataWindow(files=(DataFile("selfplay/a.jsonl", "b" * 64),), game_count=12,
+        data_window=DataWindow(files=(DataFile("selfplay/a.jsonl", "b" * 64, "node-b"),), game_count=12,
                                game_ids_digest=game_ids_digest(["g1", "g2"])),
         training_config={"lr": 0.001, "batch_size": 256},
         metrics={"final_loss": 1.25},
@@ -83,6 +83,8 @@ def test_data_window_validation():
         DataWindow(files=(), game_count=-1, game_ids_digest=SHA)
     with pytest.raises(ValueError, match="data_window.files.path"):
         DataFile("../a.jsonl", SHA)
+    with pytest.raises(ValueError, match="data_window.files.node_id"):
+        DataFile("a.jsonl", SHA, "")
 
 
 def test_corrupt_json_column_is_reported():
