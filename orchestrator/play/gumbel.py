@@ -17,6 +17,11 @@ schedule[i], which realises the halving phases without explicit bookkeeping and 
 when several leaves per game are in flight.
 
 Without a model the logits are uniform (zeros) and leaf values come from random rollouts.
+
+With tree reuse the root may carry visits from the previous search. Its Gumbel noise is drawn
+afresh, the considered set is the top m of the new g + logits, and sequential halving runs over
+this search's visits only (the schedule is computed for the remaining budget and compared with
+the visits added since the search began), while the carried visits sharpen completed Q.
 """
 from __future__ import annotations
 
@@ -91,13 +96,15 @@ class GumbelConfig:
     max_batch: int | None = None
     virtual_loss: float = 1.0
     rollouts: int = 1
+    tree_reuse: bool = False  # keep the subtree under the move played; its visits count toward `simulations`
 
 
 @dataclass(frozen=True)
 class _Root:
-    gumbel: np.ndarray
+    gumbel: np.ndarray  # -inf outside the considered actions
     logits: np.ndarray
     schedule: tuple[int, ...]
+    carried: np.ndarray  # root visits per action when the search began (non-zero for a reused root)
 
 
 class GumbelAgent(BatchedSearch):
@@ -106,26 +113,31 @@ class GumbelAgent(BatchedSearch):
     def __init__(self, name: str, evaluator: LeafEvaluator, config: GumbelConfig, seed: int = 0) -> None:
         super().__init__(
             name, evaluator, config.simulations, leaves_per_game=config.leaves_per_game,
-            max_batch=config.max_batch, virtual_loss=config.virtual_loss, seed=seed,
+            max_batch=config.max_batch, virtual_loss=config.virtual_loss, tree_reuse=config.tree_reuse, seed=seed,
         )
         self.config = config
 
     def _sigma(self, node: Node) -> np.ndarray:
         return completed_q(node.N, node.W, node.priors, float(node.value[node.player]), self.config.c_visit, self.config.c_scale)
 
-    def init_root(self, root: Node) -> _Root:
+    def init_root(self, root: Node, simulations: int) -> _Root:
         logits = np.log(np.maximum(root.priors, _TINY))
         gumbel = self.config.gumbel_scale * self.rng.gumbel(size=len(root.actions))
         considered = min(self.config.max_considered, len(root.actions))
-        return _Root(gumbel, logits - logits.max(), halving_schedule(considered, self.simulations))
+        # Gumbel-top-k, made explicit: on a fresh root the first phase's argmax picks these same
+        # actions, but on a reused root the carried Q values would otherwise bias the choice.
+        top = np.argsort(-(gumbel + logits), kind="stable")[:considered]
+        masked = np.full_like(gumbel, -np.inf)
+        masked[top] = gumbel[top]
+        return _Root(masked, logits - logits.max(), halving_schedule(considered, simulations), root.N.copy())
 
     def _root_scores(self, root: Node, data: _Root, considered_visit: float) -> np.ndarray:
         score = data.gumbel + data.logits + self._sigma(root)
-        return np.where(root.N == considered_visit, score, -np.inf)
+        return np.where(root.N - data.carried == considered_visit, score, -np.inf)
 
     def choose_root(self, root: Node, data: _Root) -> int:
-        # The simulation index is the number of visits so far, pending (virtual) ones included.
-        return int(self._root_scores(root, data, data.schedule[int(root.N.sum())]).argmax())
+        # The simulation index is the number of this search's visits so far, pending (virtual) ones included.
+        return int(self._root_scores(root, data, data.schedule[int((root.N - data.carried).sum())]).argmax())
 
     def choose(self, node: Node) -> int:
         N = node.N
@@ -133,7 +145,7 @@ class GumbelAgent(BatchedSearch):
         return int((improved - N / (1.0 + N.sum())).argmax())
 
     def decide(self, root: Node, data: _Root) -> tuple[int, dict[int, float]]:
-        best = int(self._root_scores(root, data, root.N.max()).argmax())
+        best = int(self._root_scores(root, data, (root.N - data.carried).max()).argmax())
         improved = _softmax(data.logits + self._sigma(root))
         return root.actions[best], {a: float(p) for a, p in zip(root.actions, improved)}
 

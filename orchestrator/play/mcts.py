@@ -11,6 +11,13 @@ point of view of the player to move there); a node copies its parent's state onc
 created (`State.child`), and asks for its legal actions once, when it is expanded. Values are
 backed up as per-player vectors and each node credits the component of its own player, so
 two-player and n-player zero-sum games need no sign flipping.
+
+Tree reuse (`tree_reuse=True`): the searched trees of the last `select_many` are kept, keyed by the
+action history of their position. A later state whose history extends one of those histories
+starts from the subtree reached by following the extra actions (the move played, and any moves
+made since), so the visits already spent below that move are not spent again: the budget counts
+the root's visits, carried ones included, and only the difference is simulated. Each kept tree
+serves at most one later state, so two games never share nodes.
 """
 from __future__ import annotations
 
@@ -66,6 +73,7 @@ class BatchedSearch(abc.ABC):
         leaves_per_game: int = 1,
         max_batch: int | None = None,
         virtual_loss: float = 1.0,
+        tree_reuse: bool = False,
         seed: int = 0,
     ) -> None:
         if simulations < 1 or leaves_per_game < 1 or (max_batch is not None and max_batch < 1):
@@ -76,11 +84,16 @@ class BatchedSearch(abc.ABC):
         self.leaves_per_game = leaves_per_game
         self.max_batch = max_batch
         self.virtual_loss = virtual_loss
+        self.tree_reuse = tree_reuse
         self.rng = np.random.default_rng(seed)
+        # The expanded roots of the last select_many by the history of their position (reuse only).
+        self._trees: dict[tuple[int, ...], list[Node]] = {}
 
     # -- hooks -------------------------------------------------------------------------------
-    def init_root(self, root: Node) -> Any:
-        """Per-search root data (noise, schedules) handed back to `choose_root` and `decide`."""
+    def init_root(self, root: Node, simulations: int) -> Any:
+        """Per-search root data (noise, schedules) handed back to `choose_root` and `decide`.
+
+        `simulations` is this search's budget: less than the agent's when the root carries visits."""
         return None
 
     def choose_root(self, root: Node, data: Any) -> int:
@@ -98,7 +111,8 @@ class BatchedSearch(abc.ABC):
     def select_many(self, states: Sequence[pyspiel.State]) -> list[Decision]:
         started = time.perf_counter()
         calls_before, leaves_before = self.evaluator.calls, self.evaluator.leaves
-        roots = [Node(state) for state in states]  # never mutated: children are copies
+        histories = [tuple(state.history()) for state in states] if self.tree_reuse else []
+        roots = self._roots(states, histories)
         decisions: list[Decision | None] = [None] * len(roots)
         searched, slots = [], []
         for i, root in enumerate(roots):
@@ -110,14 +124,17 @@ class BatchedSearch(abc.ABC):
             else:
                 searched.append(root)
                 slots.append(i)
-        self._evaluate(searched)
-        data = [self.init_root(root) for root in searched]
+        self._evaluate([root for root in searched if root.actions is None])  # a reused root is expanded
+        # A reused root lies below a root searched with this budget, so it carries fewer visits than the budget.
+        carried = [root.visits for root in searched]
+        budgets = [self.simulations - visits for visits in carried]
+        data = [self.init_root(root, budget) for root, budget in zip(searched, budgets)]
         depth = [0] * len(searched)
-        done = 0
-        while searched and done < self.simulations:
-            per_game = min(self.leaves_per_game, self.simulations - done)
-            pending: list[tuple[list[tuple[Node, int]], Node]] = []
+        done = [0] * len(searched)
+        while any(d < b for d, b in zip(done, budgets)):
+            pending: list[tuple[list[tuple[Node, int]], Node, bool]] = []
             for g, root in enumerate(searched):
+                per_game = min(self.leaves_per_game, budgets[g] - done[g])
                 for _ in range(per_game):
                     path, leaf = self._descend(root, data[g])
                     depth[g] += len(path)
@@ -126,13 +143,16 @@ class BatchedSearch(abc.ABC):
                     else:
                         if per_game > 1:
                             self._add_virtual_loss(path)
-                        pending.append((path, leaf))
+                        pending.append((path, leaf, per_game > 1))
+                done[g] += per_game
             # A leaf reached twice in one round (possible with virtual loss) is evaluated once.
-            self._evaluate(list({id(leaf): leaf for _, leaf in pending}.values()))
-            backup = self._backup_over_virtual_loss if per_game > 1 else self._backup
-            for path, leaf in pending:
-                backup(path, leaf.value)
-            done += per_game
+            self._evaluate(list({id(leaf): leaf for _, leaf, _ in pending}.values()))
+            for path, leaf, virtual in pending:
+                (self._backup_over_virtual_loss if virtual else self._backup)(path, leaf.value)
+        if self.tree_reuse:
+            for history, root in zip(histories, roots):
+                if root.actions is not None:  # a fresh root of a forced move was never expanded: nothing to keep
+                    self._trees.setdefault(history, []).append(root)
         calls = self.evaluator.calls - calls_before
         leaves = self.evaluator.leaves - leaves_before
         common = {
@@ -142,9 +162,30 @@ class BatchedSearch(abc.ABC):
         }
         for g, root in enumerate(searched):
             action, policy = self.decide(root, data[g])
-            stats = {"simulations": float(self.simulations), "mean_depth": depth[g] / self.simulations, **common}
+            stats = {
+                "simulations": float(budgets[g]), "carried_simulations": float(carried[g]),
+                "mean_depth": depth[g] / budgets[g], **common,
+            }
             decisions[slots[g]] = Decision(action, policy, stats)
         return decisions  # type: ignore[return-value]
+
+    def _roots(self, states: Sequence[pyspiel.State], histories: list[tuple[int, ...]]) -> list[Node]:
+        """A root per state: a kept subtree of the same position where there is one, else a fresh node."""
+        if not self.tree_reuse:
+            return [Node(state) for state in states]  # never mutated: children are copies
+        trees, self._trees = self._trees, {}  # unclaimed trees are dropped before this search grows new ones
+        lengths = sorted({len(history) for history in trees}, reverse=True)  # the closest ancestor first
+        roots = []
+        for state, history in zip(states, histories):
+            root = None
+            for length in lengths:
+                candidates = trees.get(history[:length]) if length < len(history) else None
+                if candidates and (root := _subtree(candidates[-1], history[length:])) is not None:
+                    candidates.pop()
+                    break
+            # A fresh root copies the state, which the caller is about to play on, so the tree can be kept.
+            roots.append(Node(state.clone()) if root is None else root)
+        return roots
 
     def _descend(self, root: Node, data: Any) -> tuple[list[tuple[Node, int]], Node]:
         path = []
@@ -194,6 +235,18 @@ class BatchedSearch(abc.ABC):
             node.W[index] += loss + values[node.player]
 
 
+def _subtree(node: Node, actions: tuple[int, ...]) -> Node | None:
+    """The expanded node reached from `node` by playing `actions`, or None where the search never went."""
+    for action in actions:
+        if node.actions is None:
+            return None
+        child = node.children[node.actions.index(action)]
+        if child is None:
+            return None
+        node = child
+    return node if node.actions is not None else None
+
+
 @dataclass(frozen=True)
 class MCTSConfig:
     simulations: int
@@ -204,6 +257,7 @@ class MCTSConfig:
     max_batch: int | None = None  # 1 = one leaf per evaluator call
     virtual_loss: float = 1.0
     rollouts: int = 1  # random playouts per leaf when there is no network
+    tree_reuse: bool = False  # keep the subtree under the move played; its visits count toward `simulations`
 
 
 class MCTSAgent(BatchedSearch):
@@ -212,11 +266,11 @@ class MCTSAgent(BatchedSearch):
     def __init__(self, name: str, evaluator: LeafEvaluator, config: MCTSConfig, seed: int = 0) -> None:
         super().__init__(
             name, evaluator, config.simulations, leaves_per_game=config.leaves_per_game,
-            max_batch=config.max_batch, virtual_loss=config.virtual_loss, seed=seed,
+            max_batch=config.max_batch, virtual_loss=config.virtual_loss, tree_reuse=config.tree_reuse, seed=seed,
         )
         self.config = config
 
-    def init_root(self, root: Node) -> None:
+    def init_root(self, root: Node, simulations: int) -> None:
         epsilon = self.config.dirichlet_epsilon
         if epsilon > 0:
             noise = self.rng.dirichlet([self.config.dirichlet_alpha] * len(root.actions))

@@ -15,6 +15,11 @@ Exploration: `mcts` agents get Dirichlet noise at the root; for the first `tempe
 plies of a game the move is sampled from the search's policy with the game's own RNG (default:
 an eighth of the game's maximum length, and none for `gumbel`, whose root already samples
 through its Gumbel noise).
+
+Tree reuse (`tree_reuse`, on by default): `mcts` and `gumbel` agents keep each game's subtree under
+the move played, so its visits count toward the next move's budget and only the rest is simulated;
+progress reports the visits carried over (`carried_simulations`, and `carried_per_search` per
+searched move).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
+from orchestrator.play.gumbel import build_gumbel
 from orchestrator.play.mcts import build_mcts
 from orchestrator.play.records import (
     CODE_VERSION, ReadStats, game_files, game_id, read_games, write_records,
@@ -59,6 +65,10 @@ class SelfplayConfig(BaseModel):
     temperature_moves: int | None = Field(default=None, ge=0, description="plies whose move is sampled from the policy")
     games_per_file: int = Field(default=64, ge=1, le=100_000)
     flush_interval_s: float = Field(default=60.0, gt=0, description="flush and report at least this often")
+    tree_reuse: bool = Field(
+        default=True,
+        description="mcts/gumbel: keep the subtree under the move played; its visits count toward the next search's budget",
+    )
 
     @field_validator("board_type")
     @classmethod
@@ -98,9 +108,11 @@ class _Game:
 
 @dataclass
 class SearchTally:
-    """Search effort across a job, for `/mcts/stats`: simulations, their depth, and search time."""
+    """Search effort across a job, for `/mcts/stats`: simulations run, visits carried over by tree reuse, depth, time."""
 
     simulations: float = 0.0
+    carried: float = 0.0
+    searches: int = 0
     depth_sum: float = 0.0
     seconds: float = 0.0
 
@@ -109,6 +121,9 @@ class SearchTally:
             sims = decision.stats.get("simulations", 0.0)
             self.simulations += sims
             self.depth_sum += sims * decision.stats.get("mean_depth", 0.0)
+            if "carried_simulations" in decision.stats:  # a searched move (forced moves are not searched)
+                self.carried += decision.stats["carried_simulations"]
+                self.searches += 1
         # One batched search serves every decision of the call: count its time once.
         self.seconds += max((d.stats.get("search_s", 0.0) for d in decisions), default=0.0)
 
@@ -117,6 +132,8 @@ class SearchTally:
             "simulations": self.simulations,
             "simulations_per_s": self.simulations / self.seconds if self.seconds > 0 else 0.0,
             "mean_depth": self.depth_sum / self.simulations if self.simulations else 0.0,
+            "carried_simulations": self.carried,
+            "carried_per_search": self.carried / self.searches if self.searches else 0.0,
         }
 
 
@@ -163,7 +180,9 @@ def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Age
         load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device, games=ctx.games,
     )
     if spec.kind == "mcts":
-        return build_mcts(spec, actx, dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON)
+        return build_mcts(spec, actx, dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON, tree_reuse=config.tree_reuse)
+    if spec.kind == "gumbel":
+        return build_gumbel(spec, actx, tree_reuse=config.tree_reuse)
     return make_agent(spec, actx)
 
 

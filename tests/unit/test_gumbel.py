@@ -46,7 +46,7 @@ def _root_after_search(agent, state):
     """Run the agent's simulations on one root and return the root and its Gumbel data (white box)."""
     root = Node(state)
     agent._evaluate([root])
-    data = agent.init_root(root)
+    data = agent.init_root(root, agent.simulations)
     choices = []
     for _ in range(agent.simulations):
         path, leaf = agent._descend(root, data)

@@ -198,3 +198,16 @@ def test_heuristic_selfplay_runs(tmp_path):
     ctx = Context(data_dir=tmp_path, job_id="heur")
     result = run_selfplay(SelfplayConfig(board_type="tic_tac_toe", agent="heuristic", num_games=2), ctx)
     assert result["games_done"] == 2 and "eval_network_calls" not in result
+
+
+@pytest.mark.parametrize("agent", ["mcts_16", "gumbel_16"])
+def test_tree_reuse_is_on_by_default_and_progress_reports_the_carried_visits(tmp_path, agent):
+    reused = Context(tmp_path / "reuse")
+    run_selfplay(_config(agent=agent, num_games=4), reused)
+    report = reused.reports[-1]
+    assert report["carried_simulations"] > 0 and 0 < report["carried_per_search"] < 16
+    assert len(_records(reused)) == 4
+    fresh = Context(tmp_path / "fresh")
+    run_selfplay(_config(agent=agent, num_games=4, tree_reuse=False), fresh)
+    assert fresh.reports[-1]["carried_simulations"] == 0 == fresh.reports[-1]["carried_per_search"]
+    assert len(_records(fresh)) == 4
