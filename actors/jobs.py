@@ -7,7 +7,8 @@ asks for through `RayJobRunner`, the one place the supervisor touches Ray tasks.
 What survives a failure: every job is a row in the node's SQLite database, written before its task
 is launched or cancelled. If this actor dies, Ray restarts it on the same node; the new incarnation
 reloads every job and, behind one recovery gate that every call awaits, relaunches the jobs that
-were pending or running as a new attempt and settles the ones that were stopping. Nothing is
+were pending or running (or suspended for a planned restart) as a new attempt and settles the ones
+that were stopping. Nothing is
 forgotten until it is older than the configured history age.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestrator.store import NodeStore, node_db_path
 log = logging.getLogger(__name__)
 SERIES_KEY = "metrics:"  # a job's metric series, in the node's kv table
 MAX_COMPACT_INTERVAL_S = 60.0
+SUSPEND_POLL_S = 0.1  # how often a suspend looks whether every job has reached its boundary
 
 
 class RayJobRunner:
@@ -166,6 +168,17 @@ class JobSupervisor:
     async def kill(self, job_id: str) -> dict[str, Any]:
         await self._ready()
         return self.core.kill(job_id, self.clock())
+
+    async def suspend(self, timeout_s: float) -> dict[str, Any]:
+        """Before this node restarts: stop every job at its next unit boundary and wait for that, up to
+        `timeout_s` (a job still inside a unit then dies with its worker). The next incarnation of this
+        actor resumes them all as a new attempt."""
+        await self._ready()
+        suspended = self.core.suspend(self.clock())
+        deadline = time.monotonic() + timeout_s
+        while self.core.suspending() and time.monotonic() < deadline:
+            await asyncio.sleep(SUSPEND_POLL_S)
+        return {"suspended": suspended, "not_at_boundary": self.core.suspending()}
 
     async def restart_stuck(self) -> list[dict[str, Any]]:
         await self._ready()

@@ -66,10 +66,24 @@ async def _serve(settings) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        if restart.requested():  # the new code resumes the jobs: let them stop between units first
+            await _suspend_jobs(actors.jobs, settings.restart_suspend_timeout_s)
         for handle in actors.local():
             ray.kill(handle, no_restart=True)
         if started_ray:
             ray.shutdown()
+
+
+async def _suspend_jobs(supervisor, timeout_s: float) -> None:
+    import ray
+
+    try:
+        answer = await asyncio.wait_for(supervisor.suspend.remote(timeout_s), timeout_s + 10)
+    except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:  # the restart goes on: recovery relaunches them
+        logging.getLogger(__name__).warning("jobs not suspended before the restart: %s", exc)
+        return
+    logging.getLogger(__name__).info("suspended %d job(s) for the restart; not at a unit boundary: %s",
+                                     len(answer["suspended"]), answer["not_at_boundary"] or "none")
 
 
 def main(argv: list[str] | None = None) -> int:

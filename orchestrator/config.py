@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     stuck_after_s: float = Field(300.0, gt=0)  # a running job silent this long is stuck
     recent_jobs_in_status: int = Field(20, ge=0, le=10_000)  # finished jobs in heartbeats and /status
     job_history_max_age_s: float = Field(7 * 86400.0, gt=0)  # finished jobs older than this are deleted
+    restart_suspend_timeout_s: float = Field(120.0, gt=0)  # a restart waits this long for jobs to reach a unit boundary
     view_refresh_s: float = Field(0.5, gt=0)  # how stale the gateway's cached view may be
     actor_call_timeout_s: float = Field(30.0, gt=0)
 

@@ -67,6 +67,7 @@ class Job:
     finished_at: float | None = None
     last_progress_at: float | None = None
     stop_requested: bool = False
+    suspended: bool = False  # stopped for a restart of its node: the next supervisor resumes it
     worker_pid: int | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -128,6 +129,7 @@ class Job:
         self.last_progress_at = None
         self.worker_pid = None
         self.stop_requested = False
+        self.suspended = False
         self.result = None
         self.error = None
         self.progress = {}
@@ -162,6 +164,7 @@ class Job:
             "finished_at": self.finished_at,
             "last_progress_at": self.last_progress_at,
             "worker_pid": self.worker_pid,
+            "suspended": self.suspended,
             "config": self.config,
             "result": self.result,
             "error": self.error,

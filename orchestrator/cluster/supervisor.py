@@ -9,7 +9,8 @@ What survives a failure: each job is a row in the node's SQLite store, written b
 is asked to act on it. A core built over that store after a crash calls `recover` once: jobs that
 were pending or running are relaunched as a new attempt (their tasks died with the old owner, and a
 straggler's reports carry its old attempt, so they are ignored and told to stop); jobs that were
-stopping finish as stopped. Finished jobs stay until they are older than the history age, then
+stopping finish as stopped. A planned restart (a code update) calls `suspend` first: every job stops
+gracefully at its next unit boundary, marked suspended, and `recover` resumes those as a new attempt. Finished jobs stay until they are older than the history age, then
 `compact` deletes them from the store and from memory.
 """
 from __future__ import annotations
@@ -96,7 +97,13 @@ class JobSupervisorCore:
             return []
         relaunched = []
         for job in list(self.jobs.values()):
-            if job.state is JobState.STOPPING:
+            if job.suspended and job.state in (JobState.STOPPED, JobState.STOPPING):
+                if job.state is JobState.STOPPING:  # the restart came before its unit boundary
+                    job.finish(job.attempt, JobState.STOPPED, now, error="node restarted before a unit boundary")
+                job.restart(now)
+                self._launch(job, now)
+                relaunched.append(job.job_id)
+            elif job.state is JobState.STOPPING:
                 job.finish(job.attempt, JobState.STOPPED, now, error="supervisor restarted while stopping")
                 self._save(job)
             elif job.state in ACTIVE:
@@ -161,6 +168,23 @@ class JobSupervisorCore:
         self._save(job)
         self.runner.cancel(job_id, job.attempt)
         return self._view(job, now)
+
+    def suspend(self, now: float) -> list[str]:
+        """Before this node restarts: every pending or running job is asked to stop at its next unit
+        boundary and marked suspended, so that the next core's `recover` resumes it. A job already
+        stopping on request is left to stop. Returns the ids suspended."""
+        suspended = []
+        for job in self.jobs.values():
+            if job.state in (JobState.PENDING, JobState.RUNNING):
+                job.suspended = True
+                job.request_stop(now)
+                self._save(job)
+                suspended.append(job.job_id)
+        return suspended
+
+    def suspending(self) -> list[str]:
+        """Suspended jobs whose task has not reached its unit boundary yet."""
+        return [job.job_id for job in self.jobs.values() if job.suspended and job.state in ACTIVE]
 
     def restart_stuck(self, now: float) -> list[dict[str, Any]]:
         """Kill every stuck job's attempt and launch the next one."""

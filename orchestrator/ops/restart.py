@@ -2,8 +2,9 @@
 
 The launcher installs how its process stops serving (gracefully: in-flight requests finish, the
 node's own workers are stopped, an embedded cluster head is shut down); after that it re-executes
-itself with the same arguments, which starts everything again from the new code. Jobs are rows in
-the node's SQLite file, and the ones that were running are relaunched there as a new attempt. A
+itself with the same arguments, which starts everything again from the new code. Before the node's
+actors go, its jobs are suspended: each stops at its next unit boundary, and the new process's
+supervisor resumes them from their rows in the node's SQLite file as a new attempt. A
 process with no launcher (a test harness, a program that embeds the node) has nothing installed,
 and a request says so instead of pretending.
 """
@@ -40,6 +41,11 @@ def request() -> bool:
         action = _stop_serving
     action()
     return True
+
+
+def requested() -> bool:
+    """Whether serving stopped for a restart (a code update) rather than for good."""
+    return _requested
 
 
 def exec_if_requested() -> None:

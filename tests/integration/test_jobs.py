@@ -78,6 +78,20 @@ def test_supervisor_killed_mid_job_forgets_nothing(gateways):
     assert job["attempt"] == 2 and job["result"]["flops_per_s"] > 0
 
 
+def test_a_planned_restart_stops_jobs_between_units_and_resumes_them(gateways):
+    node = gateways.start("jobs-u", gateways.ray_node_id(0))
+    node.post("/start_job", json={"job_id": "bench-u", "job_type": "benchmark",
+                                  "config": {"duration_s": 3, "matrix_size": 64, "report_every_s": 0.2}})
+    _running(node, "bench-u")
+    answer = ray.get(node.actors.jobs.suspend.remote(30.0), timeout=60)
+    assert answer == {"suspended": ["bench-u"], "not_at_boundary": []}
+    job = node.job("bench-u")  # its task saw the stop at a report and ended itself: nothing was killed
+    assert job["state"] == "stopped" and job["suspended"] is True and job["result"]["stopped_early"] is True
+    ray.kill(node.actors.jobs, no_restart=False)  # the restart: the next incarnation resumes the job
+    job = wait_until(lambda: (j := node.job("bench-u"))["state"] == "completed" and j, timeout_s=90, what="resumed")
+    assert job["attempt"] == 2 and job["suspended"] is False and job["result"]["flops_per_s"] > 0
+
+
 def test_jobs_on_another_node_are_visible_and_stoppable(gateways):
     a = gateways.start("jobs-x", gateways.ray_node_id(0), voters=["jobs-x"])
     b = gateways.start("jobs-y", gateways.ray_node_id(1), voters=["jobs-x"])

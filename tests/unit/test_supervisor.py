@@ -151,6 +151,30 @@ def test_recovery_after_restart_relaunches_running_and_settles_stopping(store):
     assert reborn.get("run", 203.0)["state"] == "pending" and reborn.get("run", 203.0)["progress"] == {}
 
 
+def test_a_planned_restart_stops_jobs_at_a_unit_boundary_and_the_next_incarnation_resumes_them(store):
+    core, runner = _core(store)
+    for job_id in ("unit", "late", "asked", "done"):
+        core.start(job_id, "burn", {"seconds": 2.0}, now=100.0)
+        core.report(job_id, 1, {"done": 1}, None, now=101.0)
+    core.stop("asked", now=102.0)  # stopped on request before the restart: it stays stopped
+    core.attempt_ended("done", 1, Outcome(JobState.COMPLETED), now=102.0)
+
+    assert sorted(core.suspend(now=103.0)) == ["late", "unit"]
+    assert runner.cancels == [], "nothing is killed: each job stops at its next unit boundary"
+    assert store.get(TABLE, "unit")["suspended"] is True and store.get(TABLE, "unit")["state"] == "stopping"
+    assert core.report("unit", 1, {"done": 2}, None, now=104.0) == (True, True)  # told to stop at the boundary
+    core.attempt_ended("unit", 1, Outcome(JobState.STOPPED, result={"games": 2}), now=105.0)
+    assert core.suspending() == ["late"]  # still inside a unit when the restart goes ahead
+
+    reborn, relaunched = _core(store)
+    assert sorted(reborn.recover(now=200.0)) == ["late", "unit"]
+    assert sorted((l.job_id, l.attempt, l.config["seconds"]) for l in relaunched.launches) == \
+        [("late", 2, 2.0), ("unit", 2, 2.0)]
+    assert all(row["state"] == "pending" and row["suspended"] is False for row in relaunched.rows_at_launch)
+    assert reborn.get("asked", 200.0)["state"] == "stopped" and reborn.get("done", 200.0)["state"] == "completed"
+    assert reborn.suspending() == [] and reborn.recover(now=201.0) == []
+
+
 def test_stuck_job_is_killed_and_relaunched_as_the_next_attempt(store):
     core, runner = _core(store)
     core.start("j1", "burn", {}, now=100.0)
