@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document, generated from the endpoint table and its pydantic models."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -10,6 +11,7 @@ from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import ErrorResponse
 
 REF = "#/components/schemas/{model}"
+PATH_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")  # aiohttp's {name} or {name:regex}
 RULES = ("A request body, when sent, is a JSON object sent as application/json (415 otherwise); a body the "
          "JSON parser rejects, NaN, Infinity and integers outside the signed 64-bit range are a 400. "
          "x-unknown-fields says whether an unknown field is a 400 naming it (reject) or ignored (ignore: "
@@ -32,6 +34,13 @@ def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             for name, prop in schema.get("properties", {}).items()]
 
 
+def path_parameters(path: str) -> list[dict[str, Any]]:
+    """The variable segments of a route (`/connectivity/diagnose/{node_id}`): required strings, as
+    aiohttp hands them to the handler; OpenAPI wants every one of them declared."""
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in PATH_PARAMETER.findall(path)]
+
+
 def unknown_fields(model: type[BaseModel]) -> str:
     """`reject` (a 400 naming the field) for requests that configure work; `ignore` for messages
     between nodes, so a cluster can be upgraded one node at a time."""
@@ -49,8 +58,11 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
             if endpoint.response:
                 ok["content"] = {"application/json": {"schema": _schema(endpoint.response, schemas)}}
             operation["responses"]["200"] = ok
+            parameters = path_parameters(endpoint.path)
             if endpoint.args and method == "GET":
-                operation["parameters"] = _parameters(endpoint.args)
+                parameters += _parameters(endpoint.args)
+            if parameters:
+                operation["parameters"] = parameters
             elif endpoint.args:
                 operation["requestBody"] = {"required": False,
                                             "content": {"application/json": {"schema": _schema(endpoint.args, schemas)}}}
@@ -62,7 +74,7 @@ def build_openapi(endpoints: list[Endpoint]) -> dict[str, Any]:
                 operation["security"] = []
             if endpoint.leader_only:
                 operation["x-leader-only"] = True
-            paths.setdefault(endpoint.path, {})[method.lower()] = operation
+            paths.setdefault(PATH_PARAMETER.sub(r"{\1}", endpoint.path), {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "P2P orchestrator admin API", "version": __version__, "description": RULES},
