@@ -8,12 +8,17 @@ One run, one set of start positions (seeded random openings):
   (d) rollout MCTS (`mcts_<sims>`, no network) against OpenSpiel's Python MCTSBot with
       RandomRolloutEvaluator, one position at a time, same simulation and rollout counts;
       OpenSpiel's C++ MCTSBot is shown for reference
+  (e) tree reuse: network PUCT (with self-play's Dirichlet noise) and Gumbel self-play with and
+      without reuse at the same budget (root visits per move, carried ones included), the same
+      games and start positions, runs interleaved: simulations carried over per move and the
+      ratio of positions/s
 
 Targets: (a)/(b) >= 3x and (a)/(c) >= 0.6 on leaf evaluations per second (each self-play
 position costs `sims` leaf evaluations plus its root), and (d) ours/Python >= 2x simulations/s.
 
     .venv/bin/python benchmarks/selfplay.py                 # CPU, about a minute on 2 cores
     .venv/bin/python benchmarks/selfplay.py --device cuda   # GPU: larger batches pay off more
+    .venv/bin/python benchmarks/selfplay.py --parts reuse   # only (e)
 """
 from __future__ import annotations
 
@@ -36,7 +41,9 @@ from open_spiel.python.algorithms import mcts as openspiel_mcts  # noqa: E402
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig  # noqa: E402
 from orchestrator.play.evaluators import NetworkEvaluator, RolloutEvaluator  # noqa: E402
 from orchestrator.play.games import BUILTIN  # noqa: E402
-from orchestrator.play.mcts import MCTSAgent, MCTSConfig  # noqa: E402
+from orchestrator.play.gumbel import GumbelAgent, GumbelConfig  # noqa: E402
+from orchestrator.play.mcts import BatchedSearch, MCTSAgent, MCTSConfig  # noqa: E402
+from orchestrator.play.selfplay import SELFPLAY_DIRICHLET_EPSILON  # noqa: E402
 
 
 def machine(device: str) -> str:
@@ -63,12 +70,13 @@ def openings(game: pyspiel.Game, count: int, seed: int, max_random_plies: int = 
     return states
 
 
-def selfplay(agent: MCTSAgent, starts: list[pyspiel.State], plies: int) -> dict[str, float]:
+def selfplay(agent: BatchedSearch, starts: list[pyspiel.State], plies: int) -> dict[str, float]:
     """Play `plies` moves in every game, all games in lock-step; returns rates over the whole run."""
     states = [s.clone() for s in starts]
     evaluator = agent.evaluator
     calls, leaves, network_s = evaluator.calls, evaluator.leaves, evaluator.network_seconds
     positions = 0
+    simulations = carried = 0.0
     started = time.perf_counter()
     for _ in range(plies):
         live = [s for s in states if not s.is_terminal()]
@@ -77,6 +85,8 @@ def selfplay(agent: MCTSAgent, starts: list[pyspiel.State], plies: int) -> dict[
         for state, decision in zip(live, agent.select_many(live)):
             state.apply_action(decision.action)
             positions += 1
+            simulations += decision.stats.get("simulations", 0.0)
+            carried += decision.stats.get("carried_simulations", 0.0)
     elapsed = time.perf_counter() - started
     leaves = evaluator.leaves - leaves
     calls = evaluator.calls - calls
@@ -84,7 +94,23 @@ def selfplay(agent: MCTSAgent, starts: list[pyspiel.State], plies: int) -> dict[
         "positions": positions, "seconds": elapsed, "positions_per_s": positions / elapsed,
         "evals_per_s": leaves / elapsed, "leaves_per_call": leaves / calls,
         "network_share": (evaluator.network_seconds - network_s) / elapsed,
+        "simulations_per_move": simulations / positions, "carried_per_move": carried / positions,
     }
+
+
+def reuse_comparison(
+    make_agent, starts: list[pyspiel.State], plies: int, repeats: int
+) -> dict[tuple[str, bool], dict[str, float]]:
+    """(e): for each search, self-play with and without tree reuse, runs interleaved; the best of `repeats` each."""
+    best: dict[tuple[str, bool], dict[str, float]] = {}
+    for _ in range(repeats):
+        for kind in ("mcts", "gumbel"):
+            for reuse in (False, True):
+                # A fresh agent per run: no tree survives from one run into the next.
+                run = selfplay(make_agent(kind, reuse), starts, plies)
+                if (kind, reuse) not in best or run["positions_per_s"] > best[kind, reuse]["positions_per_s"]:
+                    best[kind, reuse] = run
+    return best
 
 
 def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int, seconds: float) -> float:
@@ -150,8 +176,12 @@ def main() -> None:
     # Half the cores: OpenMP workers spin while they wait, and on a small or shared machine a thread
     # per core collapses throughput as soon as anything else runs (measured 100x on 2 busy cores).
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch CPU threads")
+    parser.add_argument("--reuse-plies", type=int, default=8, help="moves played in every game in (e)")
+    parser.add_argument("--parts", default="throughput,rollout,reuse",
+                        help="comma-separated: throughput (a)-(c), rollout (d), reuse (e)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
@@ -163,6 +193,53 @@ def main() -> None:
     print(f"machine: {machine(args.device)}")
     print(f"game: {args.board_type} ({spec.game_string}); network {config.blocks} blocks x {config.channels} channels "
           f"({sum(p.numel() for p in net.parameters()):,} parameters) on {args.device}")
+    if "throughput" in parts:
+        throughput(args, game, spec, net, starts)
+    if "rollout" in parts:
+        rollout_positions = openings(game, args.rollout_positions, args.seed + 1, max_random_plies=20)
+        rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed)
+        print()
+        print(f"rollout MCTS, {args.rollout_sims} simulations x 1 random rollout, "
+              f"{len(rollout_positions)} positions one at a time:")
+        for name in ("ours", "openspiel_python", "openspiel_cpp", "ours_lockstep"):
+            label = {"ours_lockstep": "ours, all positions in one select_many"}.get(name, name)
+            print(f"  {label:40}{rates[name]:10.0f} simulations/s")
+        ours_vs_python = rates["ours"] / rates["openspiel_python"]
+        print(f"  rollout mcts vs OpenSpiel Python MCTS:  {ours_vs_python:5.2f}x  (target >= 2)    "
+              f"{verdict(ours_vs_python, 2.0)}")
+        print(f"  rollout mcts vs OpenSpiel C++ MCTS:     {rates['ours'] / rates['openspiel_cpp']:5.2f}x  (reference)")
+    if "reuse" in parts:
+        tree_reuse(args, game, net, starts)
+
+
+def tree_reuse(args: argparse.Namespace, game: pyspiel.Game, net: PolicyValueNet, starts: list[pyspiel.State]) -> None:
+    def make_agent(kind: str, reuse: bool) -> BatchedSearch:
+        evaluator = NetworkEvaluator(net, game, device=args.device)
+        name = f"model:bench+{kind}_{args.sims}"
+        if kind == "mcts":
+            config = MCTSConfig(args.sims, leaves_per_game=args.leaves_per_game,
+                                dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON, tree_reuse=reuse)
+            return MCTSAgent(name, evaluator, config, seed=args.seed)
+        config = GumbelConfig(args.sims, leaves_per_game=args.leaves_per_game, tree_reuse=reuse)
+        return GumbelAgent(name, evaluator, config, seed=args.seed)
+
+    make_agent("mcts", True).select_many(starts[:2])  # warm-up
+    runs = reuse_comparison(make_agent, starts, args.reuse_plies, args.repeats)
+    print()
+    print(f"(e) tree reuse: {args.games} games x {args.reuse_plies} plies, budget {args.sims} root visits per move "
+          f"(carried + new), {args.leaves_per_game} leaves per game per call, best of {args.repeats}")
+    print(f"{'':24}{'positions/s':>12}{'new sims/move':>15}{'carried/move':>14}{'seconds':>9}")
+    for (kind, reuse), r in runs.items():
+        label = f"{kind}_{args.sims} {'with' if reuse else 'without'} reuse"
+        print(f"{label:24}{r['positions_per_s']:12.1f}{r['simulations_per_move']:15.1f}"
+              f"{r['carried_per_move']:14.1f}{r['seconds']:9.1f}")
+    for kind in ("mcts", "gumbel"):
+        ratio = runs[kind, True]["positions_per_s"] / runs[kind, False]["positions_per_s"]
+        print(f"  {kind} positions/s with / without reuse: {ratio:5.2f}x, "
+              f"{runs[kind, True]['carried_per_move']:.1f} of {args.sims} visits carried per move")
+
+
+def throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: PolicyValueNet, starts: list[pyspiel.State]) -> None:
     print(f"self-play: {args.games} games x {args.plies} plies, mcts_{args.sims} with the network, "
           f"{args.leaves_per_game} leaves per game per call")
 
@@ -189,23 +266,10 @@ def main() -> None:
               f"{r['network_share']:11.0%}{r['seconds']:9.1f}")
     print(f"{'(c) bare network':24}{ceiling / evals_per_position:12.1f}{ceiling:14.0f}{batch:13d}{'100%':>11}")
 
-    rollout_positions = openings(game, args.rollout_positions, args.seed + 1, max_random_plies=20)
-    rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed)
-    print()
-    print(f"rollout MCTS, {args.rollout_sims} simulations x 1 random rollout, {len(rollout_positions)} positions one at a time:")
-    for name in ("ours", "openspiel_python", "openspiel_cpp", "ours_lockstep"):
-        label = {"ours_lockstep": "ours, all positions in one select_many"}.get(name, name)
-        print(f"  {label:40}{rates[name]:10.0f} simulations/s")
-
     batched_vs_single = batched["evals_per_s"] / single["evals_per_s"]
     batched_vs_ceiling = batched["evals_per_s"] / ceiling
-    ours_vs_python = rates["ours"] / rates["openspiel_python"]
-    print()
-    print("summary")
     print(f"  (a)/(b) batched vs one leaf per call:   {batched_vs_single:5.2f}x  (target >= 3)    {verdict(batched_vs_single, 3.0)}")
     print(f"  (a)/(c) batched vs bare network:        {batched_vs_ceiling:5.2f}   (target >= 0.6)  {verdict(batched_vs_ceiling, 0.6)}")
-    print(f"  rollout mcts vs OpenSpiel Python MCTS:  {ours_vs_python:5.2f}x  (target >= 2)    {verdict(ours_vs_python, 2.0)}")
-    print(f"  rollout mcts vs OpenSpiel C++ MCTS:     {rates['ours'] / rates['openspiel_cpp']:5.2f}x  (reference)")
 
 
 if __name__ == "__main__":
