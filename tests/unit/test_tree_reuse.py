@@ -78,7 +78,9 @@ _BEFORE_REUSE = [
 
 
 @pytest.mark.parametrize("build, name, board_type, seed, options, games, plies, expected", _BEFORE_REUSE)
-def test_without_reuse_the_moves_are_those_played_before_tree_reuse(build, name, board_type, seed, options, games, plies, expected):
+def test_without_reuse_the_moves_are_those_played_before_tree_reuse(
+    build, name, board_type, seed, options, games, plies, expected
+):
     agent = build(parse_agent(name), AgentContext(board_type, seed=seed), tree_reuse=False, **options)
     states = [BUILTIN.load(board_type).new_initial_state() for _ in range(games)]
     for _ in range(plies):
