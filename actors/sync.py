@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from orchestrator.errors import ApiError, NotFound
 from orchestrator.learn.registry import REGISTRY_KIND, ModelUnavailable
 from orchestrator.store import NodeStore, node_db_path
 from orchestrator.sync.manifest import FileEntry, cache_of, entry_for, matches, scan
-from orchestrator.sync.plan import PRIORITY_TRAINING, plan_transfers
+from orchestrator.sync.plan import PRIORITY_MODEL, PRIORITY_TRAINING, Transfer, plan_transfers, queue_entries
 from orchestrator.sync.paths import resolve_inside
 from orchestrator.sync.transfer import (Fetch, Interrupted, Opened, TransferFailed, check_disk, transfer_file)
 
@@ -201,10 +202,14 @@ class SyncActor:
         manifest = await asyncio.wait_for(lookup(sync_name(node_id)).manifest.remote(True), PEER_CALL_TIMEOUT_S)
         return {f["path"]: FileEntry.from_dict(f) for f in manifest["files"]}
 
-    async def fetch_model(self, model_id: str) -> dict[str, Any]:
+    async def fetch_model(self, model_id: str, queued: bool = False) -> dict[str, Any]:
         """Make a registered model's file present here, verified against the registry's sha256,
         fetched from an alive node that holds that version. ModelUnavailable names the model if
-        no node can give it. Each node that holds the file is recorded in the cluster store."""
+        no node can give it. Each node that holds the file is recorded in the cluster store.
+
+        A job waiting for its model fetches it at once, beside the queue; a pushed new best model
+        (`queued`) goes through this node's transfer queue at the top priority instead: next to
+        start, ahead of every waiting transfer, within the node's concurrency bound."""
         await self._started()
         doc = await lookup(CLUSTER_STORE).read.remote(REGISTRY_KIND, model_id)
         if doc is None:
@@ -231,16 +236,32 @@ class SyncActor:
         check_disk(self.root, next(iter(holders.values()))["size"], self.settings.sync_disk_limit_percent)
         errors = []
         for node_id, info in holders.items():
-            fetch = http_fetch(peers[node_id], sha256, self.settings.token())
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.pool, lambda: transfer_file(self.root, path, sha256, info["size"], fetch))
-            except ApiError as exc:
-                errors.append(f"{node_id}: {exc.message}")
-                continue
+            if queued:
+                failed = await self._fetch_queued(Transfer(path, sha256, info["size"], node_id, self.node_id,
+                                                           PRIORITY_MODEL), peers[node_id])
+                if failed:
+                    errors.append(f"{node_id}: {failed}")
+                    continue
+            else:
+                fetch = http_fetch(peers[node_id], sha256, self.settings.token())
+                try:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self.pool, lambda: transfer_file(self.root, path, sha256, info["size"], fetch))
+                except ApiError as exc:
+                    errors.append(f"{node_id}: {exc.message}")
+                    continue
             await self._record_holder(model_id, path, sha256)
             return {"model_id": model_id, "path": path, "fetched": True, "source_node": node_id}
         raise ModelUnavailable(f"model {model_id}: fetching {path} failed from every holder: {'; '.join(errors)}")
+
+    async def _fetch_queued(self, transfer: Transfer, source_url: str) -> str | None:
+        """One transfer as a sync job of this node's queue, waited for; the error, or None once done."""
+        sync_id = f"model-{uuid.uuid4().hex[:12]}"
+        await self.start_sync(sync_id, [transfer.to_dict()], {transfer.source_node: source_url}, report=False)
+        while self.jobs[sync_id]["finished_at"] is None:
+            await asyncio.sleep(0.2)
+        errors = self.jobs[sync_id]["errors"]
+        return errors[0]["error"] if errors else None
 
     async def _record_holder(self, model_id: str, path: str, sha256: str) -> None:
         """Best effort, through whichever node leads now (its epoch fences the write); the files
@@ -288,12 +309,13 @@ class SyncActor:
                 and self.hashes.get(path, {}).get("sha256") == origin["sha256"]}
 
     async def push_model(self, model_id: str) -> dict[str, Any]:
-        """A new best model goes to every alive node now: each fetches it at once, outside (ahead
-        of) its queue of other transfers. Per node: where it came from, or why it could not."""
+        """A new best model goes to every alive node now: each fetches it as the top-priority entry
+        of its transfer queue, ahead of the transfers waiting there. Per node: where it came from,
+        or why it could not."""
         await self._started()
         peers = await self._alive_peers()
         nodes = [self.node_id, *peers]
-        answers = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).fetch_model.remote(model_id),
+        answers = await asyncio.gather(*(asyncio.wait_for(lookup(sync_name(n)).fetch_model.remote(model_id, True),
                                                           FETCH_TIMEOUT_S) for n in nodes), return_exceptions=True)
         result = {n: ({"error": f"{type(root_cause(a)).__name__}: {root_cause(a)}"} if isinstance(a, BaseException)
                       else a) for n, a in zip(nodes, answers)}
@@ -303,9 +325,8 @@ class SyncActor:
         return result
 
     def _enqueue(self, sync_id: str, job: dict[str, Any]) -> None:
-        for index, transfer in enumerate(job["transfers"]):
-            if str(index) not in job["state"]:
-                self.queue.put_nowait((transfer["priority"], next(self.order), sync_id, index))
+        for entry in queue_entries(sync_id, job["transfers"], job["state"], self.order):
+            self.queue.put_nowait(entry)
 
     async def _worker(self) -> None:
         while True:

@@ -10,7 +10,7 @@ Pure: the caller gathers the manifests and hands the transfers to the targets.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
+from typing import Container, Iterable, Iterator, Mapping, Sequence
 
 from orchestrator.sync.manifest import FileEntry, select
 
@@ -90,6 +90,19 @@ def plan_transfers(manifests: Manifests, patterns: Iterable[str], since_timestam
             assigned[source] = assigned.get(source, 0) + wanted.size
             transfers.append(Transfer(path, wanted.sha256, wanted.size, source, target, priority))
     return Plan(tuple(transfers), skipped)
+
+
+QueueEntry = tuple[int, int, str, int]  # (priority, arrival, sync_id, index of the transfer in its job)
+
+
+def queue_entries(sync_id: str, transfers: Sequence[Mapping], settled: Container[str],
+                  arrival: Iterator[int]) -> list[QueueEntry]:
+    """A node's queue entries for the transfers of one sync job that are not settled yet (`settled`
+    holds the indexes, as strings, of those done or failed). A min-heap of them hands out the lowest
+    priority value first (a new best model ahead of a training window ahead of everything else),
+    and within one priority the earliest arrival."""
+    return [(transfer["priority"], next(arrival), sync_id, index)
+            for index, transfer in enumerate(transfers) if str(index) not in settled]
 
 
 def merge_manifests(manifests: Manifests) -> dict[str, dict]:

@@ -10,7 +10,9 @@ from urllib.parse import quote
 import ray
 
 from actors.naming import CLUSTER_STORE, lookup
-from actors.sync import HOLDERS_KIND
+from actors.sync import HOLDERS_KIND, JOB_PREFIX
+from orchestrator.store import NodeStore, node_db_path
+from orchestrator.sync.plan import PRIORITY_MODEL
 from tests.harness import wait_until
 
 LEASE_TTL_S = 8.0
@@ -317,6 +319,12 @@ def test_selfplay_on_two_nodes_trains_on_the_third_and_the_model_plays_everywher
     pushed = _ask(trainer, "/sync/model", {"model_id": model_id})
     assert pushed.status_code == 200 and pushed.json()["failed"] == [], pushed.text
     assert pushed.json()["nodes"][players[1].node_id]["fetched"] is True
+    store = NodeStore(node_db_path(players[1].settings.node_dir()))
+    try:  # it came through that node's transfer queue, as a top-priority entry
+        queued = [job["transfers"] for key, job in store.load("kv").items() if key.startswith(JOB_PREFIX + "model-")]
+    finally:
+        store.close()
+    assert [[(t["path"], t["priority"]) for t in q] for q in queued] == [[(model["path"], PRIORITY_MODEL)]]
     for node in nodes:
         assert hashlib.sha256((node.settings.node_dir() / model["path"]).read_bytes()).hexdigest() == model["sha256"]
     others = [players[1], trainer]

@@ -1,6 +1,10 @@
 """Planning copies a file only where it is missing or differs, never to a node that holds it."""
 from orchestrator.sync.manifest import FileEntry
-from orchestrator.sync.plan import PRIORITY_TRAINING, merge_manifests, plan_transfers
+import heapq
+import itertools
+
+from orchestrator.sync.plan import (PRIORITY_DEFAULT, PRIORITY_MODEL, PRIORITY_TRAINING, Transfer, merge_manifests,
+                                    plan_transfers, queue_entries)
 
 
 def entry(path, sha, mtime=100.0, size=10):
@@ -54,3 +58,18 @@ def test_merge_shows_holders_and_differences():
     merged = merge_manifests(m)
     assert merged["selfplay/b/j/a.jsonl"]["differs"] and merged["selfplay/b/j/a.jsonl"]["copies"] == 2
     assert not merged["models/m.pt"]["differs"] and list(merged["models/m.pt"]["holders"]) == ["n1"]
+
+
+def test_a_pushed_best_model_leaves_the_queue_before_transfers_that_arrived_earlier():
+    def job(priority, *paths):
+        return [Transfer(p, "a" * 64, 10, "src", "me", priority).to_dict() for p in paths]
+    arrival = itertools.count()
+    heap = []
+    for entry in queue_entries("bulk", job(PRIORITY_DEFAULT, "s/0", "s/1", "s/2"), {"1": "done"}, arrival):
+        heapq.heappush(heap, entry)  # index 1 is already done: it is not queued again
+    for entry in queue_entries("window", job(PRIORITY_TRAINING, "t/0"), {}, arrival):
+        heapq.heappush(heap, entry)
+    for entry in queue_entries("model-x", job(PRIORITY_MODEL, "models/best.pt"), {}, arrival):
+        heapq.heappush(heap, entry)
+    order = [heapq.heappop(heap)[2:] for _ in range(len(heap))]
+    assert order == [("model-x", 0), ("window", 0), ("bulk", 0), ("bulk", 2)]
