@@ -53,9 +53,8 @@ def _match(url: str, tid: str, agents: list[str], games: int, timeout_s: float) 
     body = {"tournament_id": tid, "agents": agents, "games_per_match": games, "board_type": "square8"}
     answer = requests.post(f"{url}/tournament/start", json=body, timeout=60)
     answer.raise_for_status()
-    return _wait(f"tournament {tid}", lambda: (s := requests.get(f"{url}/tournament/status",
-                                                                  params={"tournament_id": tid}, timeout=60).json())
-                 and s.get("state") == "finished" and s, timeout_s)
+    return _wait(f"tournament {tid}", lambda: (s := requests.get(f"{url}/tournament/status", params={
+        "tournament_id": tid}, timeout=60).json().get("tournament", {})).get("state") == "finished" and s, timeout_s)
 
 
 def _rating(url: str, agent: str, anchor: str) -> dict:
