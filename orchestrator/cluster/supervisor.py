@@ -98,8 +98,8 @@ class JobSupervisorCore:
         relaunched = []
         for job in list(self.jobs.values()):
             if job.suspended and job.state in (JobState.STOPPED, JobState.STOPPING):
-                if job.state is JobState.STOPPING:  # the restart came before its unit boundary
-                    job.finish(job.attempt, JobState.STOPPED, now, error="node restarted before a unit boundary")
+                if job.state is JobState.STOPPING:  # its worker died inside a unit: that attempt failed
+                    job.finish(job.attempt, JobState.FAILED, now, error="node restarted before a unit boundary")
                 job.restart(now)
                 self._launch(job, now)
                 relaunched.append(job.job_id)

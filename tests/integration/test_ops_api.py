@@ -21,6 +21,8 @@ import pytest
 import requests
 import yaml
 
+from orchestrator.cluster.supervisor import TABLE
+from orchestrator.store import NodeStore, node_db_path
 from tests.harness import GatewayHarness, free_port, wait_until
 from tests.harness import TestNode as HarnessNode  # aliased: pytest would try to collect a Test* class
 from tests.unit.test_git_ops import commit, deployed, git, make_origin
@@ -96,7 +98,7 @@ def test_git_status_update_and_the_cluster_update(ops):
     # the cluster update, asked of the follower: forwarded, every node, the leader last
     v3 = commit(author, "app.py", "v3\n")
     git(author, "push", "-q", "origin", "main")
-    answer = follower.post("/api/cluster/git/update")
+    answer = follower.post_to_leader("/api/cluster/git/update")  # a 503 while leadership settles is retried
     assert answer.status_code == 200 and answer.headers["X-P2P-Leader"] == leader.node_id
     report = answer.json()
     assert [n["node_id"] for n in report["nodes"]] == [follower.node_id, leader.node_id]
@@ -185,7 +187,8 @@ def _vast_instances(gateway_port: int, closed_port: int) -> str:
 
 def test_the_launcher_restarts_its_node_after_an_update(ray_cluster, tmp_path):
     """The documented launcher: an update that moves HEAD answers first, then the same process
-    (exec keeps the pid) drains, stops its actors and comes back serving with fresh actors."""
+    (exec keeps the pid) drains, suspends its jobs between units, stops its actors and comes back
+    serving with fresh actors, which resume the jobs."""
     remote, author = make_origin(tmp_path)
     checkout = deployed(tmp_path, remote)
     port = free_port()
@@ -203,6 +206,14 @@ def test_the_launcher_restarts_its_node_after_an_update(ray_cluster, tmp_path):
             return None
     try:
         wait_until(health, timeout_s=90, what="the launcher serving")
+        job = {"job_id": "across", "job_type": "benchmark",
+               "config": {"duration_s": 3, "matrix_size": 64, "report_every_s": 0.2}}
+        assert requests.post(f"{url}/start_job", json=job, headers=auth, timeout=30).status_code == 200
+
+        def state():
+            answer = requests.get(f"{url}/job/status", params={"job_id": "across"}, headers=auth, timeout=10)
+            return answer.json()["job"] if answer.status_code == 200 else {}
+        wait_until(lambda: state().get("state") == "running", timeout_s=60, what="the job running")
         v2 = commit(author, "app.py", "v2\n")
         git(author, "push", "-q", "origin", "main")
         updated = requests.post(f"{url}/git/update", headers=auth, timeout=60).json()
@@ -212,6 +223,15 @@ def test_the_launcher_restarts_its_node_after_an_update(ray_cluster, tmp_path):
         back = wait_until(health, timeout_s=90, what="the node serving again")
         assert back["uptime_seconds"] < time.monotonic() - asked_at and process.poll() is None, "re-executed in place"
         assert requests.get(f"{url}/git/status", headers=auth, timeout=30).json()["commit"] == v2
+        resumed = wait_until(lambda: (j := state()).get("state") == "completed" and j, timeout_s=90, what="resumed")
+        assert resumed["attempt"] == 2
+        store = NodeStore(node_db_path(tmp_path / "data"))
+        try:  # the first attempt stopped itself at a unit boundary: it was neither killed nor failed
+            history = store.get(TABLE, "across")["history"]
+        finally:
+            store.close()
+        assert [(h["from"], h["to"]) for h in history if h["attempt"] == 1][-3:] == \
+            [("running", "stopping"), ("stopping", "stopped"), ("stopped", "pending")]
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
     finally:

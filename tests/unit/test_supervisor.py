@@ -171,6 +171,10 @@ def test_a_planned_restart_stops_jobs_at_a_unit_boundary_and_the_next_incarnatio
     assert sorted((l.job_id, l.attempt, l.config["seconds"]) for l in relaunched.launches) == \
         [("late", 2, 2.0), ("unit", 2, 2.0)]
     assert all(row["state"] == "pending" and row["suspended"] is False for row in relaunched.rows_at_launch)
+    ends = {row["job_id"]: [(h["from"], h["to"]) for h in row["history"] if h["attempt"] == 1][-2:]
+            for row in relaunched.rows_at_launch}
+    assert ends == {"unit": [("stopping", "stopped"), ("stopped", "pending")],  # at its boundary
+                    "late": [("stopping", "failed"), ("failed", "pending")]}  # died inside a unit
     assert reborn.get("asked", 200.0)["state"] == "stopped" and reborn.get("done", 200.0)["state"] == "completed"
     assert reborn.suspending() == [] and reborn.recover(now=201.0) == []
 
