@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test test-tools install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python scripts/p2p_orchestrator.py --port $${P2P_PORT:-8770}
 
-test: $(STAMP)
+# The ops tests drive a real git against a local bare repository and run the seed's curl examples as written.
+TEST_TOOLS := git curl
+
+test-tools:
+	@missing=$$(for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi
+
+test: $(STAMP) test-tools
 	RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
