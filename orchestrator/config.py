@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     restart_suspend_timeout_s: float = Field(120.0, gt=0)  # a restart waits this long for jobs to reach a unit boundary
     view_refresh_s: float = Field(0.5, gt=0)  # how stale the gateway's cached view may be
     actor_call_timeout_s: float = Field(30.0, gt=0)
+    # A forwarded leader-only call waits for the leader's answer this long: some do their work before
+    # answering (a cluster git update visits every node), and a follower that gave up early would
+    # answer 503 while the leader carried on, inviting a retry that collides with the first call.
+    forward_timeout_s: float = Field(600.0, gt=0)
 
     temp_max_age_s: float = Field(3600.0, ge=0)  # *.tmp older than this are removed by /cleanup
     partial_max_age_s: float = Field(86400.0, ge=0)  # *.partial downloads likewise

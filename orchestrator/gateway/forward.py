@@ -32,7 +32,9 @@ async def forward_to_leader(node, request: web.Request) -> web.StreamResponse:
     headers[FORWARDED_HEADER] = node.node_id
     url = f"http://{peer['host']}:{peer['port']}{request.path_qs}"
     try:
-        async with node.http().request(request.method, url, data=await request.read(), headers=headers) as answer:
+        timeout = aiohttp.ClientTimeout(total=node.settings.forward_timeout_s)
+        async with node.http().request(request.method, url, data=await request.read(), headers=headers,
+                                       timeout=timeout) as answer:
             body = await answer.read()
             return web.Response(body=body, status=answer.status, content_type=answer.content_type,
                                 headers={LEADER_HEADER: leader})
