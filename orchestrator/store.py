@@ -9,12 +9,36 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 STATE_DIR = "state"
 NODE_DB = "node.db"
 TABLES = ("peers", "jobs", "kv")
+# Another process may hold the file while it recovers its WAL (an actor restarted while its
+# predecessor's connection closes); SQLite answers that with SQLITE_BUSY without calling the
+# busy handler, so opening waits for it here.
+OPEN_TIMEOUT_S = 30.0
+OPEN_RETRY_S = 0.1
+
+
+def connect_sqlite(path: Path, synchronous: str, timeout_s: float = OPEN_TIMEOUT_S) -> sqlite3.Connection:
+    """A connection in WAL mode, shared by one owner's threads (its lock keeps transactions whole)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(OPEN_RETRY_S)
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    return db
 
 
 def node_db_path(data_dir: Path) -> Path:
@@ -23,14 +47,9 @@ def node_db_path(data_dir: Path) -> Path:
 
 class NodeStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by an actor's threads; the lock keeps transactions whole.
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = connect_sqlite(path, synchronous="NORMAL")
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
             for table in TABLES:
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
 

@@ -115,8 +115,9 @@ class GatewayHarness:
         settings = Settings(**values)
         actors = ensure_node_actors(settings, "127.0.0.1", port, ray_node_id)
         node = TestNode(node_id, f"http://127.0.0.1:{port}", settings, actors, token=token)
-        node.runner = self._run(serve(NodeGateway(settings, actors)))
+        # Known before its gateway starts, so a failed start still has its actors stopped at close.
         self.nodes[node_id] = node
+        node.runner = self._run(serve(NodeGateway(settings, actors)))
         return node
 
     def stop_gateway(self, node_id: str) -> None:

@@ -18,7 +18,6 @@ last committed write left them.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from orchestrator.cluster.lease import MAX_EPOCH
 from orchestrator.errors import BadRequest, Conflict
+from orchestrator.store import connect_sqlite
 
 VOTERS_SETTING = "voters"
 
@@ -39,12 +39,9 @@ CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)
 
 class ClusterDB:
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db = connect_sqlite(path, synchronous="FULL")  # cluster history is worth an fsync per commit
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # cluster history is worth an fsync per commit
             self._db.executescript(SCHEMA)
 
     # --- epochs --------------------------------------------------------------------------

@@ -8,7 +8,10 @@ from tests.conftest import node_args
 from tests.harness import wait_until
 
 TOURNAMENT = "tf-t1"
-BODY = {"tournament_id": TOURNAMENT, "agents": ["openspiel_mcts_400", "openspiel_mcts_100"], "games_per_match": 16,
+# More games than the session's 8 CPUs hold in flight (4 per task), so the first result stored
+# leaves at least one wave unplayed however fast the machine is.
+GAMES = 64
+BODY = {"tournament_id": TOURNAMENT, "agents": ["openspiel_mcts_200", "openspiel_mcts_50"], "games_per_match": GAMES,
         "board_type": "connect_four", "opening_plies": 4}
 
 
@@ -46,9 +49,9 @@ def test_leader_killed_during_a_tournament(gateways, ray_cluster):
 
     done = wait_until(lambda: (s := _status(a))["state"] == "finished" and s, timeout_s=180, interval_s=0.5,
                       what="the new leader's term finishes the tournament")
-    assert done["done"] == done["total"] == 16
+    assert done["done"] == done["total"] == GAMES
     played = sum(n["done"] for n in done["nodes"])
-    assert played == 16, f"{played} games came back for 16 scheduled: a finished game was played again"
+    assert played == GAMES, f"{played} games came back for {GAMES} scheduled: a finished game was played again"
 
     # the actor itself restarts and reloads: nothing is replayed or rewritten
     stored = _stored()
@@ -58,6 +61,6 @@ def test_leader_killed_during_a_tournament(gateways, ray_cluster):
     again = wait_until(lambda: (r := a.get("/tournament/status", params={"tournament_id": TOURNAMENT})).status_code
                        == 200 and r.json()["tournament"]["nodes"] == [] and r.json()["tournament"], timeout_s=90,
                        what="the restarted actor answers")
-    assert again["state"] == "finished" and again["done"] == 16
+    assert again["state"] == "finished" and again["done"] == GAMES
     assert _stored() == stored, "every game is stored once and never rewritten"
     assert all(stored[gid] == doc for gid, doc in kept.items()), "results from before the failover are unchanged"
