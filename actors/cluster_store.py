@@ -39,6 +39,9 @@ class ClusterStore:
     def write(self, kind: str, key: str, doc: dict[str, Any], epoch: int, writer: str) -> dict[str, Any]:
         return self.db.write(kind, key, doc, epoch=epoch, writer=writer)
 
+    def write_once(self, kind: str, key: str, doc: dict[str, Any], epoch: int, writer: str) -> dict[str, Any]:
+        return self.db.write_once(kind, key, doc, epoch=epoch, writer=writer)
+
     def read(self, kind: str, key: str) -> dict[str, Any] | None:
         return self.db.read(kind, key)
 

@@ -291,14 +291,16 @@ class ElectionActor:
         await self._apply(node.observe_epoch(epoch, time.monotonic()))
         return await self.status()
 
-    async def leader_write(self, kind: str, key: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Write cluster state as leader, carrying this term's epoch; a refusal makes us step down."""
+    async def leader_write(self, kind: str, key: str, doc: dict[str, Any], once: bool = False) -> dict[str, Any]:
+        """Write cluster state as leader, carrying this term's epoch; a refusal makes us step down.
+        `once`: a record already stored under the key is kept (see ClusterDB.write_once)."""
         node = await self._ensure_started()
         epoch = node.epoch
         if not self._leading(time.monotonic()):
             raise Conflict(f"{self.node_id} is not the leader", leader_id=node.leader_id, epoch=node.highest_epoch)
+        store = self._store()
         try:
-            return await self._store().write.remote(kind, key, doc, epoch, self.node_id)
+            return await (store.write_once if once else store.write).remote(kind, key, doc, epoch, self.node_id)
         except Conflict as refused:
             await self._apply(node.observe_epoch(_refused_epoch(refused, epoch), time.monotonic()))
             raise

@@ -39,6 +39,32 @@ def test_only_the_current_term_writes(db, tmp_path):
     assert again.highest_epoch() == (2, "b")
 
 
+def test_a_write_once_keeps_the_first_record_and_answers_it_to_every_writer(db, tmp_path):
+    with pytest.raises(Conflict):
+        db.write_once("eval_games", "g1", {"result": 1}, epoch=1, writer="a")
+    db.begin_term("a", 1)
+    first = db.write_once("eval_games", "g1", {"result": 1}, epoch=1, writer="a")
+    assert first["created"] is True and first["doc"] == {"result": 1}
+    second = db.write_once("eval_games", "g1", {"result": 0}, epoch=1, writer="a")
+    assert second["created"] is False and second["doc"] == {"result": 1}
+    db.begin_term("b", 2)
+    with pytest.raises(Conflict):
+        db.write_once("eval_games", "g2", {"result": 0}, epoch=1, writer="a")
+    assert ClusterDB(tmp_path / "cluster.db").list("eval_games") == {"g1": {"result": 1}}
+
+
+def test_concurrent_writes_once_of_one_key_have_one_winner(db, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    db.begin_term("a", 1)
+    other = ClusterDB(tmp_path / "cluster.db")  # a second connection: the file, not our lock, decides
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda k: (db, other)[k % 2].write_once("eval_games", "g", {"by": k}, epoch=1,
+                                                                           writer="a"), range(16)))
+    assert sum(a["created"] for a in answers) == 1
+    assert len({a["doc"]["by"] for a in answers}) == 1 and db.read("eval_games", "g") == answers[0]["doc"]
+
+
 def test_settings_first_writer_wins(db):
     assert db.setting_once("voters", ["a", "b"]) == ["a", "b"]
     assert db.setting_once("voters", ["c"]) == ["a", "b"]
