@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_PORT = 8770
 LOOPBACK_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 1 << 20
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+HTTP_URL = r"^https?://[^\s]+$"
 
 
 def load_cluster_metadata(path: Path | None) -> dict[str, Any]:
@@ -97,12 +99,28 @@ class Settings(BaseSettings):
     git_remote: str = Field("origin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     git_branch: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
     git_timeout_s: float = Field(30.0, gt=0)
+    # The cluster update waits this long for each updated node to answer /health `ok` on the new commit
+    # (a restart included) before it goes on to the next; a node that does not stops the rollout.
+    git_rollout_health_timeout_s: float = Field(180.0, gt=0)
     # registries (/registry/*): a provider is configured by naming its command-line tool
     registry_yaml: Path | None = None  # None: <data_dir>/registry.yaml; read at start, written by save_yaml
     vast_cli: str | None = None  # e.g. "vastai"
     aws_cli: str | None = None  # e.g. "aws"
     aws_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$")
     tailscale_cli: str | None = None  # e.g. "tailscale"
+    # ... or by naming where its HTTP API key is (an env var or a file, never the key itself); then
+    # the API is used instead of the CLI. The base URLs are settings so a node can go through a proxy.
+    vast_api_key_env: str | None = Field(None, pattern=ENV_NAME)  # e.g. "VAST_API_KEY"
+    vast_api_key_file: Path | None = None  # e.g. ~/.config/vastai/vast_api_key
+    vast_api_url: str = Field("https://console.vast.ai/api/v0", pattern=HTTP_URL)
+    tailscale_api_key_env: str | None = Field(None, pattern=ENV_NAME)
+    tailscale_api_key_file: Path | None = None
+    tailscale_tailnet: str = Field("-", min_length=1, max_length=253)  # "-": the key's own tailnet
+    tailscale_api_url: str = Field("https://api.tailscale.com/api/v2", pattern=HTTP_URL)
+    aws_access_key_id_env: str | None = Field(None, pattern=ENV_NAME)  # e.g. "AWS_ACCESS_KEY_ID"
+    aws_secret_access_key_env: str | None = Field(None, pattern=ENV_NAME)  # e.g. "AWS_SECRET_ACCESS_KEY"
+    aws_session_token_env: str | None = Field(None, pattern=ENV_NAME)  # e.g. "AWS_SESSION_TOKEN"
+    aws_api_url: str | None = Field(None, pattern=HTTP_URL)  # None: https://ec2.<aws_region>.amazonaws.com
     provider_timeout_s: float = Field(30.0, gt=0)
     probe_timeout_s: float = Field(3.0, gt=0)  # each TCP connect / HTTP round trip of a connectivity probe
     sync_max_concurrent: int = Field(4, ge=1, le=64)  # file transfers at once into this node

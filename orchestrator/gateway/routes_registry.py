@@ -1,6 +1,7 @@
 """Provider registries (seed section "Registry Management", /registry/*; /register is routes_admin's).
 
-Each node keeps its own registry: the providers' CLIs run on the node that is asked. The registry
+Each node keeps its own registry: the providers' HTTP APIs (when configured) or CLIs are asked
+from the node that is asked. The registry
 is read from the configured YAML before this node answers anything about it, and written back
 there (atomically) only by /registry/save_yaml.
 """
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import time
 import weakref
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from actors.cluster_view import ray_nodes
 from orchestrator.fileio import write_atomic
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import RequestModel
-from orchestrator.ops.registry import Registry, parse_ray, provider_argv, run_provider
+from orchestrator.ops.provider_api import fetch_hosts
+from orchestrator.ops.registry import Registry, parse_ray
 
 log = logging.getLogger(__name__)
 _registries: "weakref.WeakKeyDictionary[Any, Registry]" = weakref.WeakKeyDictionary()
@@ -57,15 +60,8 @@ def _extra_args(node, provider: str) -> tuple[str, ...]:
 
 
 async def _refresh(node, provider: str) -> dict[str, Any]:
-    settings = node.settings
-    registry = registry_of(node)
-    try:
-        argv = provider_argv(provider, getattr(settings, f"{provider}_cli"), _extra_args(node, provider))
-        hosts = await asyncio.to_thread(run_provider, provider, argv, settings.provider_timeout_s, settings.port)
-    except Exception as exc:
-        registry.record_error(provider, getattr(exc, "message", str(exc)), time.time())
-        raise
-    state = registry.record(provider, hosts, time.time())
+    fetch = partial(fetch_hosts, provider, node.settings, _extra_args(node, provider))
+    state = await asyncio.to_thread(registry_of(node).refresh, provider, fetch)
     return {"status": "success", "provider": provider, **state.to_dict()}
 
 
@@ -99,12 +95,15 @@ async def save_yaml(node, args: SaveYamlRequest, request):
 ENDPOINTS = [
     Endpoint(("GET",), "/registry/status", status,
              "Known hosts per provider (static, ray, vast, aws, tailscale) with last refresh and last error"),
-    Endpoint(("POST",), "/registry/update_vast", update_vast, "Refresh Vast.ai hosts with `vastai show instances --raw`",
+    Endpoint(("POST",), "/registry/update_vast", update_vast,
+             "Refresh Vast.ai hosts through its HTTP API when configured, else `vastai show instances --raw`",
              args=RefreshRequest),
     Endpoint(("POST",), "/registry/update_aws", update_aws,
-             "Refresh AWS hosts with `aws ec2 describe-instances --output json`", args=RefreshRequest),
+             "Refresh AWS hosts through EC2 DescribeInstances (SigV4) when configured, "
+             "else `aws ec2 describe-instances --output json`", args=RefreshRequest),
     Endpoint(("POST",), "/registry/update_tailscale", update_tailscale,
-             "Refresh Tailscale hosts with `tailscale status --json`", args=RefreshRequest),
+             "Refresh Tailscale hosts through its HTTP API when configured, else `tailscale status --json`",
+             args=RefreshRequest),
     Endpoint(("POST",), "/registry/save_yaml", save_yaml, "Write the registry atomically to the configured YAML path",
              args=SaveYamlRequest),
 ]

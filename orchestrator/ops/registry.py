@@ -3,7 +3,8 @@
 Each provider's output is parsed by its own function, written against that tool's documented
 format: `vastai show instances --raw` (a JSON list of instances; the HTTP API wraps the same list
 in `{"instances": [...]}`), `aws ec2 describe-instances --output json` (`Reservations[].Instances[]`),
-`tailscale status --json` (`Self` plus the `Peer` map). The CLIs run from argument lists (never a
+`tailscale status --json` (`Self` plus the `Peer` map); orchestrator.ops.provider_api reaches the
+same providers through their HTTP APIs. The CLIs run from argument lists (never a
 shell) with a timeout; nothing from a request reaches their arguments.
 
 What survives a failure: the registry YAML (written atomically by `save_yaml`, read at start)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -106,7 +108,11 @@ def parse_vast(text: str, gateway_port: int) -> list[Host]:
 
 
 def parse_aws(text: str, gateway_port: int) -> list[Host]:
-    doc = _json(text, "aws")
+    return aws_hosts(_json(text, "aws"), gateway_port)
+
+
+def aws_hosts(doc: Any, gateway_port: int) -> list[Host]:
+    """Hosts from the CLI's JSON, or from the EC2 API's XML read into the same shape."""
     reservations = doc.get("Reservations") if isinstance(doc, dict) else None
     if not isinstance(reservations, list):
         raise ValueError("aws: expected Reservations[]")
@@ -161,12 +167,16 @@ class ProviderCommand:
     setting: str  # the Settings field that names the executable
     args: tuple[str, ...]
     parse: Callable[[str, int], list[Host]]
+    api_settings: str  # what configures its HTTP API instead (orchestrator.ops.provider_api)
 
 
 COMMANDS = {
-    "vast": ProviderCommand("Vast.ai", "vast_cli", ("show", "instances", "--raw"), parse_vast),
-    "aws": ProviderCommand("AWS", "aws_cli", ("ec2", "describe-instances", "--output", "json"), parse_aws),
-    "tailscale": ProviderCommand("Tailscale", "tailscale_cli", ("status", "--json"), parse_tailscale),
+    "vast": ProviderCommand("Vast.ai", "vast_cli", ("show", "instances", "--raw"), parse_vast,
+                            "vast_api_key_env or vast_api_key_file"),
+    "aws": ProviderCommand("AWS", "aws_cli", ("ec2", "describe-instances", "--output", "json"), parse_aws,
+                           "aws_access_key_id_env, aws_secret_access_key_env and aws_region"),
+    "tailscale": ProviderCommand("Tailscale", "tailscale_cli", ("status", "--json"), parse_tailscale,
+                                 "tailscale_api_key_env or tailscale_api_key_file"),
 }
 
 
@@ -175,8 +185,8 @@ def provider_argv(provider: str, executable: str | None, extra: tuple[str, ...] 
     command = COMMANDS[provider]
     if not executable:
         raise Unavailable(f"{command.title} is not configured: set {command.setting} "
-                          f"(P2P_{command.setting.upper()}) to its command-line tool", provider=provider,
-                          missing=command.setting)
+                          f"(P2P_{command.setting.upper()}) to its command-line tool, or {command.api_settings} "
+                          f"for its HTTP API", provider=provider, missing=command.setting)
     resolved = shutil.which(executable)
     if resolved is None:
         raise Unavailable(f"{command.title}: {executable!r} is not an executable on this node", provider=provider,
@@ -218,6 +228,17 @@ class Registry:
 
     def record_error(self, provider: str, error: str, now: float) -> None:
         self._providers[provider] = replace(self._providers[provider], error=error, error_at=now)
+
+    def refresh(self, provider: str, fetch: Callable[[], list[Host]],
+                clock: Callable[[], float] = time.time) -> ProviderState:
+        """The provider's hosts become what `fetch` returns; when it fails, the failure is recorded
+        as the provider's last error and re-raised, and the hosts it had stay as they were."""
+        try:
+            hosts = fetch()
+        except Exception as exc:
+            self.record_error(provider, getattr(exc, "message", str(exc)), clock())
+            raise
+        return self.record(provider, hosts, clock())
 
     def status(self, ray_hosts: list[Host], now: float) -> dict[str, Any]:
         providers = {name: state.to_dict() for name, state in self._providers.items()}
