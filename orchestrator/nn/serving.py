@@ -1,0 +1,217 @@
+"""Dynamic batching of network evaluations: many clients' leaf batches, one forward pass.
+
+A search worker sends the observations of its pending leaves (a float32 array [n, *shape]) and
+waits for the network's raw outputs. `DynamicBatcher` queues such requests and runs one forward
+pass over the concatenation of as many whole requests as fit in `max_batch` rows, as soon as
+that many rows are waiting or the oldest request has waited `max_wait_s`, whichever comes first.
+Requests that arrive while a forward pass runs are batched into the next one, so the longer a pass
+takes, the larger the next batch becomes without any waiting at all.
+
+`NetworkServer` keeps one batcher per network key (several models served at once, for example a
+tournament between two), each with its own thread for the forward pass, so that the event loop
+keeps gathering requests while the device computes. The forward pass runs in inference mode, with
+batch norms folded, and on a GPU in bfloat16 (float16 where the card lacks bfloat16) unless the
+configured precision says otherwise; on a CPU it stays in float32, which gives the same numbers
+as the in-process evaluator for the same batch.
+
+Nothing here knows who the clients are or how requests travel; the Ray actor that hosts this
+(actors/inference.py) does.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from orchestrator.nn.resnet import PolicyValueNet, inference_copy
+
+DEFAULT_MAX_BATCH = 1024  # rows (leaf observations) per forward pass
+DEFAULT_MAX_WAIT_S = 0.002  # how long the oldest request may wait for others to join its batch
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class UnknownNetwork(KeyError):
+    """A request named a network this server has not loaded (for example after a restart)."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_wait_s: float = DEFAULT_MAX_WAIT_S
+    precision: str = "auto"  # auto: bfloat16 or float16 on a GPU, float32 on a CPU
+    cpu_threads: int | None = None  # torch threads for CPU forward passes; None leaves torch's setting
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or not self.max_wait_s >= 0 or self.precision not in PRECISIONS:
+            raise ValueError(f"invalid serving config {self} (precision one of {PRECISIONS})")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError("cpu_threads must be >= 1")
+
+
+def serving_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, precision)
+
+
+class PreparedNetwork:
+    """A network on its device in inference form; called with a float32 batch, returns float32 (logits, values)."""
+
+    def __init__(self, module: torch.nn.Module, device: str = "cpu", precision: str = "auto") -> None:
+        self.device = torch.device(device)
+        self.dtype = serving_dtype(precision, self.device)
+        module = module.to(self.device).eval()
+        model = inference_copy(module) if isinstance(module, PolicyValueNet) else module
+        self.model = model.to(self.dtype)
+
+    def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            batch = torch.from_numpy(observations).to(self.device, self.dtype, non_blocking=True)
+            logits, values = self.model(batch)
+            return logits.float().cpu().numpy(), values.float().cpu().numpy()
+
+
+@dataclass
+class _Request:
+    observations: np.ndarray
+    future: asyncio.Future
+    arrived: float
+
+
+class DynamicBatcher:
+    """Gathers requests into forward passes of at most `max_batch` rows; one request is never split.
+
+    A request larger than `max_batch` runs alone. `forward` runs in `executor` (one thread: passes
+    of one network never overlap), so it must be thread-safe only against itself.
+    """
+
+    def __init__(self, forward: Forward, max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
+        self.forward = forward
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._pending: deque[_Request] = deque()
+        self._pending_rows = 0
+        self._arrived: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None
+        self.batches = 0
+        self.requests = 0
+        self.rows = 0
+        self.largest_batch = 0
+        self.forward_s = 0.0
+
+    async def submit(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's (logits, values) for these observations, computed in some batch with others."""
+        if observations.ndim < 1 or len(observations) == 0:
+            raise ValueError("a request needs at least one observation")
+        loop = asyncio.get_running_loop()
+        if self._runner is None or self._runner.done():
+            self._arrived = asyncio.Event()
+            self._runner = loop.create_task(self._run())
+        request = _Request(observations, loop.create_future(), loop.time())
+        self._pending.append(request)
+        self._pending_rows += len(observations)
+        self._arrived.set()
+        return await request.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        arrived = self._arrived
+        while True:
+            while not self._pending:
+                arrived.clear()
+                await arrived.wait()
+            # The oldest request's own arrival starts the clock: one that queued during the last
+            # forward pass has already waited, and goes now with whatever else is there.
+            deadline = self._pending[0].arrived + self.max_wait_s
+            while self._pending_rows < self.max_batch and (remaining := deadline - loop.time()) > 0:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch = [self._pending.popleft()]
+            rows = len(batch[0].observations)
+            while self._pending and rows + len(self._pending[0].observations) <= self.max_batch:
+                batch.append(self._pending.popleft())
+                rows += len(batch[-1].observations)
+            self._pending_rows -= rows
+            await self._execute(batch, rows)
+
+    async def _execute(self, batch: list[_Request], rows: int) -> None:
+        inputs = batch[0].observations if len(batch) == 1 else np.concatenate([r.observations for r in batch])
+        started = time.perf_counter()
+        try:
+            logits, values = await asyncio.get_running_loop().run_in_executor(self._executor, self.forward, inputs)
+        except Exception as exc:  # every waiting client hears of the failure; the batcher goes on
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        self.forward_s += time.perf_counter() - started
+        self.batches += 1
+        self.requests += len(batch)
+        self.rows += rows
+        self.largest_batch = max(self.largest_batch, rows)
+        start = 0
+        for request in batch:
+            end = start + len(request.observations)
+            if not request.future.done():  # a client that gave up (cancelled) is skipped
+                request.future.set_result((logits[start:end], values[start:end]))
+            start = end
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "batches": float(self.batches), "requests": float(self.requests), "rows": float(self.rows),
+            "mean_batch": self.rows / self.batches if self.batches else 0.0,
+            "requests_per_batch": self.requests / self.batches if self.batches else 0.0,
+            "largest_batch": float(self.largest_batch), "forward_s": self.forward_s,
+            "pending_rows": float(self._pending_rows),
+        }
+
+
+class NetworkServer:
+    """One `DynamicBatcher` (and forward thread) per network key, all on one device."""
+
+    def __init__(self, device: str = "cpu", config: ServingConfig | None = None) -> None:
+        self.device = device
+        self.config = config or ServingConfig()
+        if self.config.cpu_threads is not None and device == "cpu":
+            torch.set_num_threads(self.config.cpu_threads)
+        self._batchers: dict[str, DynamicBatcher] = {}
+
+    def load(self, key: str, module: torch.nn.Module) -> bool:
+        """Serve `module` under `key`; False (and nothing changes) when the key is already served."""
+        if key in self._batchers:
+            return False
+        network = PreparedNetwork(module, self.device, self.config.precision)
+        self._batchers[key] = DynamicBatcher(network, self.config.max_batch, self.config.max_wait_s)
+        return True
+
+    def unload(self, key: str) -> bool:
+        return self._batchers.pop(key, None) is not None
+
+    def keys(self) -> list[str]:
+        return sorted(self._batchers)
+
+    async def evaluate(self, key: str, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            raise UnknownNetwork(key)
+        return await batcher.submit(np.ascontiguousarray(observations, dtype=np.float32))
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        return {key: batcher.stats() for key, batcher in self._batchers.items()}

@@ -1,0 +1,172 @@
+"""Dynamic batching (orchestrator/nn/serving.py) and the served leaf evaluator, with a tiny real network."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
+from orchestrator.nn.serving import (
+    DynamicBatcher, NetworkServer, PreparedNetwork, ServingConfig, UnknownNetwork, serving_dtype,
+)
+from orchestrator.play.evaluators import NetworkEvaluator
+from orchestrator.play.games import BUILTIN
+from orchestrator.play.mcts import MCTSAgent, MCTSConfig
+from orchestrator.play.served import ServedEvaluator
+
+GAME = BUILTIN.load("tic_tac_toe")
+
+
+def tiny_net(seed: int) -> PolicyValueNet:
+    torch.manual_seed(seed)
+    net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("tic_tac_toe"), blocks=1, channels=8)).eval()
+    # Random batch-norm statistics, so folding them (as the server and the in-process evaluator do) matters.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+def observations(count: int, seed: int = 0) -> np.ndarray:
+    shape = tuple(GAME.observation_tensor_shape())
+    return np.random.default_rng(seed).random((count, *shape), dtype=np.float32)
+
+
+class Recording:
+    """A forward pass that remembers the batch sizes it saw and tags each row with its first value."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.fail = fail
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.sizes.append(len(batch))
+        if self.fail:
+            raise RuntimeError("forward failed")
+        return batch[:, :1] * 2, batch[:, 1:2]
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_requests_share_one_forward_pass_when_the_batch_fills():
+    forward = Recording()
+    batcher = DynamicBatcher(forward, max_batch=12, max_wait_s=60.0)  # full long before the wait ends
+    inputs = [np.arange(i * 8, i * 8 + 8, dtype=np.float32).reshape(4, 2) for i in range(3)]
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit(x) for x in inputs))
+
+    started = time.monotonic()
+    results = run(main())
+    assert time.monotonic() - started < 30, "a full batch runs at once"
+    assert forward.sizes == [12]
+    for x, (logits, values) in zip(inputs, results):  # every client gets its own rows back
+        np.testing.assert_array_equal(logits, x[:, :1] * 2)
+        np.testing.assert_array_equal(values, x[:, 1:2])
+    stats = batcher.stats()
+    assert stats["requests_per_batch"] == 3 and stats["largest_batch"] == 12
+
+
+def test_a_lone_request_runs_after_the_max_wait():
+    forward = Recording()
+    batcher = DynamicBatcher(forward, max_batch=1000, max_wait_s=0.05)
+    started = time.monotonic()
+    run(batcher.submit(np.ones((2, 2), dtype=np.float32)))
+    assert time.monotonic() - started >= 0.05
+    assert forward.sizes == [2]
+
+
+def test_requests_are_never_split_and_a_large_one_runs_alone():
+    forward = Recording()
+    batcher = DynamicBatcher(forward, max_batch=8, max_wait_s=0.01)
+    sizes = [5, 3, 5, 20, 3]
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit(np.ones((n, 2), dtype=np.float32)) for n in sizes))
+
+    results = run(main())
+    assert [len(logits) for logits, _ in results] == sizes
+    # First come, first served: 5 + 3 fill a batch, 5 goes alone (5 + 20 > 8), then the oversized 20, then 3.
+    assert forward.sizes == [8, 5, 20, 3]
+
+
+def test_a_failed_forward_reaches_its_clients_and_the_batcher_goes_on():
+    forward = Recording(fail=True)
+    batcher = DynamicBatcher(forward, max_batch=4, max_wait_s=0.0)
+
+    async def main():
+        with pytest.raises(RuntimeError, match="forward failed"):
+            await batcher.submit(np.ones((2, 2), dtype=np.float32))
+        forward.fail = False
+        return await batcher.submit(np.ones((2, 2), dtype=np.float32))
+
+    logits, _ = run(main())
+    assert logits.shape == (2, 1)
+
+
+def test_two_networks_get_a_queue_each_and_unknown_keys_are_refused():
+    nets = {"a": tiny_net(1), "b": tiny_net(2)}
+    server = NetworkServer("cpu", ServingConfig(max_batch=64, max_wait_s=0.01))
+    assert server.load("a", nets["a"]) and server.load("b", nets["b"]) and not server.load("a", nets["b"])
+    x = observations(6)
+
+    async def main():
+        return await asyncio.gather(server.evaluate("a", x[:3]), server.evaluate("b", x[3:]), server.evaluate("a", x[3:]))
+
+    (la, va), (lb, vb), (la2, _) = run(main())
+    direct = {k: PreparedNetwork(n) for k, n in nets.items()}
+    np.testing.assert_allclose(la, direct["a"](x[:3])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lb, direct["b"](x[3:])[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(la2, direct["a"](x[3:])[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(lb, la2), "the two networks differ, so each answer came from its own"
+    stats = server.stats()
+    assert stats["a"]["rows"] == 6 and stats["b"]["rows"] == 3
+    with pytest.raises(UnknownNetwork):
+        run(server.evaluate("c", x))
+
+
+def test_precision_float32_on_cpu_and_reduced_precision_where_asked():
+    assert serving_dtype("auto", torch.device("cpu")) == torch.float32
+    net, x = tiny_net(3), observations(5)
+    full = PreparedNetwork(net, "cpu", "float32")(x)
+    half = PreparedNetwork(net, "cpu", "bfloat16")(x)
+    assert half[0].dtype == np.float32  # answers are float32 whatever the compute precision
+    np.testing.assert_allclose(half[0], full[0], atol=0.1)
+    with pytest.raises(ValueError):
+        ServingConfig(precision="int4")
+
+
+def test_served_evaluator_matches_the_in_process_one_bit_for_bit_on_cpu():
+    net = tiny_net(4)
+    local = NetworkEvaluator(net, GAME)
+    served = ServedEvaluator(PreparedNetwork(net, "cpu", "float32"), GAME)
+    states = [GAME.new_initial_state()]
+    for action in (4, 0, 8):
+        states.append(states[-1].child(action))
+    legal = [s.legal_actions() for s in states]
+    local_priors, local_values = local.evaluate(states, legal)
+    served_priors, served_values = served.evaluate(states, legal)
+    np.testing.assert_array_equal(local_values, served_values)
+    for a, b in zip(local_priors, served_priors):
+        np.testing.assert_array_equal(a, b)
+    assert served.stats()["leaves"] == 4
+
+
+def test_search_makes_the_same_moves_served_and_in_process():
+    net = tiny_net(5)
+    config = MCTSConfig(24, leaves_per_game=2, dirichlet_epsilon=0.25, tree_reuse=True)
+    local = MCTSAgent("mcts_24", NetworkEvaluator(net, GAME), config, seed=7)
+    served = MCTSAgent("mcts_24", ServedEvaluator(PreparedNetwork(net), GAME), config, seed=7)
+    games = [[GAME.new_initial_state() for _ in range(4)] for _ in range(2)]
+    for _ in range(5):
+        moves = [[d.action for d in agent.select_many(states)] for agent, states in zip((local, served), games)]
+        assert moves[0] == moves[1]
+        for states, chosen in zip(games, moves):
+            for state, action in zip(states, chosen):
+                state.apply_action(action)
