@@ -31,6 +31,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "registry"
 ROOT = Path(__file__).resolve().parents[2]
 # Nothing here is about failure detection: peers stay alive through a loaded machine's pauses.
 TOLERANT_TIMINGS = dict(heartbeat_interval_s=0.5, peer_timeout_s=10.0, dead_after_s=30.0, retire_after_s=60.0)
+# How long the leader waits for an updated node to be back: a launcher's restart on a loaded machine fits;
+# the node that never comes back costs the test this much.
+ROLLOUT_HEALTH_TIMEOUT_S = 90.0
 
 
 @dataclass
@@ -56,7 +59,8 @@ def ops(ray_cluster, tmp_path_factory):
     voters = ["ops-a", "ops-b"]
     try:
         a, b = (harness.start(name, harness.ray_node_id(i), voters=voters, git_repo_dir=deployed(tmp_path, remote, name),
-                              git_timeout_s=20.0, registry_yaml=registry_yaml, vast_cli=tool, **TOLERANT_TIMINGS)
+                              git_timeout_s=20.0, git_rollout_health_timeout_s=ROLLOUT_HEALTH_TIMEOUT_S,
+                              registry_yaml=registry_yaml, vast_cli=tool, **TOLERANT_TIMINGS)
                 for i, name in enumerate(voters))
         leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
                             timeout_s=60, what="a leader")
@@ -104,7 +108,104 @@ def test_git_status_update_and_the_cluster_update(ops):
     assert [n["node_id"] for n in report["nodes"]] == [follower.node_id, leader.node_id]
     assert [(n.get("previous_commit"), n.get("current_commit")) for n in report["nodes"]] == [(v2, v3), (v1, v3)], report
     assert (report["status"], report["updated_count"], report["failed_count"]) == ("success", 2, 0)
+    assert (report["stopped_at"], report["untouched"]) == (None, [])
+    waited, last = report["nodes"]
+    assert waited["healthy_after_s"] >= 0 and waited["error"] is None, "the follower was seen back before the leader moved"
+    assert last["healthy_after_s"] is None, "the leader cannot watch itself come back"
     assert leader.post("/api/cluster/git/update", json={"ref": "$(id)"}).status_code == 400
+
+
+def test_the_cluster_update_waits_for_each_restart_and_stops_where_a_node_does_not_come_back(ops, ray_cluster):
+    """A third node runs the documented launcher from its own checkout (a repo holding that launcher),
+    so an update really re-executes it from the new commit. A good commit: the leader waits until it
+    is back (a new process, /health ok, on the new commit) before touching the next node. Then a commit
+    whose launcher cannot start (it imports a module that does not exist): the process exits, the node
+    never answers again, and the rollout stops there with the other nodes left on their old commit."""
+    leader, follower, tmp_path = ops.leader, ops.follower, ops.harness.tmp_path
+    remote = tmp_path / "launcher.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    author = tmp_path / "launcher-author"
+    git(tmp_path, "clone", "-q", str(remote), str(author))
+    git(author, "checkout", "-q", "-b", "main")
+    (author / "scripts").mkdir()
+    launcher = (ROOT / "scripts" / "p2p_orchestrator.py").read_text()
+    commit(author, "scripts/p2p_orchestrator.py", launcher)
+    git(author, "push", "-q", "origin", "main")
+    checkout = deployed(tmp_path, remote, "launched-checkout")
+    port = free_port()
+    log = (tmp_path / "launched.log").open("wb")  # what the launcher said, for a failure's report
+    env = {**os.environ, "P2P_PORT": str(port), "P2P_NODE_ID": "ops-0-launched", "P2P_HOST": "127.0.0.1",
+           "P2P_ADVERTISE_HOST": "127.0.0.1",
+           "P2P_DATA_DIR": str(tmp_path / "launched-data"), "P2P_GIT_REPO_DIR": str(checkout),
+           "P2P_VOTERS": json.dumps(["ops-a", "ops-b"]),
+           **{f"P2P_{name.upper()}": str(value) for name, value in TOLERANT_TIMINGS.items()}}
+    process = subprocess.Popen([sys.executable, str(checkout / "scripts" / "p2p_orchestrator.py"), "--ray-address",
+                                ray_cluster.address, "--ray-node-ip", "127.0.0.4"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _json_or_none(f"{url}/health").get("status") == "ok", timeout_s=120,
+                   what="the launched node healthy")
+        wait_until(lambda: leader.peer_state("ops-0-launched") == "alive", timeout_s=60, what="the leader seeing it")
+
+        good = commit(author, "scripts/p2p_orchestrator.py", launcher + "# a release that starts\n")
+        git(author, "push", "-q", "origin", "main")
+        asked_at = time.monotonic()
+        report = _cluster_update(leader)
+        assert report["status"] == "success", json.dumps(report, indent=1)
+        launched, *rest = report["nodes"]
+        assert [n["node_id"] for n in rest] == [follower.node_id, leader.node_id]
+        assert (launched["node_id"], launched["current_commit"], launched["restarting"]) == ("ops-0-launched", good, True)
+        assert launched["healthy_after_s"] > 0 and launched["error"] is None
+        assert _json_or_none(f"{url}/health")["uptime_seconds"] < time.monotonic() - asked_at, "a new process"
+        assert process.poll() is None, "re-executed in place"
+
+        before = {n.node_id: n.get("/git/status").json()["commit"] for n in (follower, leader)}
+        commit(ops.author, "app.py", "v4\n")
+        git(ops.author, "push", "-q", "origin", "main")
+        broken = commit(author, "scripts/p2p_orchestrator.py",
+                        launcher.replace("from orchestrator.cli import main", "from orchestrator.no_such_module import main"))
+        git(author, "push", "-q", "origin", "main")
+        report = _cluster_update(leader)
+        assert (report["status"], report["stopped_at"], report["untouched"]) == \
+            ("stopped", "ops-0-launched", [follower.node_id, leader.node_id]), json.dumps(report, indent=1)
+        (failed,) = report["nodes"]
+        assert (failed["previous_commit"], failed["current_commit"], failed["healthy_after_s"]) == (good, broken, None)
+        assert failed["error"].startswith(f"did not come back healthy within {ROLLOUT_HEALTH_TIMEOUT_S:g}s"), failed
+        assert "/health does not answer" in failed["error"]
+        assert process.wait(30) != 0, "the new code really could not start"
+        after = {n.node_id: n.get("/git/status").json() for n in (follower, leader)}
+        assert {k: (v["commit"], v["behind"]) for k, v in after.items()} == {k: (c, 1) for k, c in before.items()}
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def _json_or_none(url: str) -> dict:
+    try:
+        return requests.get(url, timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def _cluster_update(leader: HarnessNode) -> dict:
+    """Asked of the leader with room for the health waits (the harness client gives up after 30 s);
+    retried only while no leader answers, which is before any node is touched."""
+    timeout_s = 2 * ROLLOUT_HEALTH_TIMEOUT_S + 120
+    answers: list[requests.Response] = []
+
+    def answered() -> bool:
+        answers.append(requests.post(f"{leader.url}/api/cluster/git/update", json={}, timeout=timeout_s))
+        last = answers[-1]
+        return not (last.status_code == 503 or last.status_code == 409 and "not the leader" in last.text)
+    wait_until(answered, timeout_s=timeout_s, interval_s=0.5, what="the cluster update answered")
+    assert answers[-1].status_code == 200, answers[-1].text
+    return answers[-1].json()
 
 
 def test_registry_refresh_save_and_probe(ops):

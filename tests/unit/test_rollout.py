@@ -1,0 +1,30 @@
+"""The rule a cluster git update waits on before it moves to the next node."""
+from __future__ import annotations
+
+from orchestrator.ops.rollout import not_back_because
+
+NEW = "b" * 40
+OK = {"status": "ok", "reasons": [], "uptime_seconds": 2.0}
+
+
+def test_back_when_healthy_on_the_new_commit_in_a_new_process():
+    assert not_back_because(OK, {"commit": NEW}, NEW, restarting=True, since_answer_s=5.0) is None
+    assert not_back_because({**OK, "uptime_seconds": 900.0}, {"commit": NEW}, NEW, restarting=False,
+                            since_answer_s=0.1) is None, "no restart: the same process is the updated one"
+
+
+def test_the_old_process_still_answering_is_not_back_even_on_the_new_commit():
+    """HEAD moves before the restart: the old process reports the new commit for a moment."""
+    reason = not_back_because({**OK, "uptime_seconds": 900.0}, {"commit": NEW}, NEW, restarting=True,
+                              since_answer_s=0.3)
+    assert reason.startswith("still the process from before the update")
+    assert "uptime" in not_back_because({"status": "ok"}, {"commit": NEW}, NEW, restarting=True, since_answer_s=3.0)
+
+
+def test_silent_unhealthy_or_wrong_commit_say_why():
+    assert not_back_because(None, None, NEW, restarting=True, since_answer_s=3.0) == "/health does not answer"
+    degraded = {**OK, "status": "degraded", "reasons": ["no leader known for 1.0s"]}
+    assert not_back_because(degraded, {"commit": NEW}, NEW, True, 3.0) == \
+        "/health is 'degraded': no leader known for 1.0s"
+    assert not_back_because(OK, None, NEW, True, 3.0) == "/git/status does not answer"
+    assert not_back_because(OK, {"commit": "a" * 40}, NEW, True, 3.0) == f"running commit {'a' * 12}, not {'b' * 12}"
