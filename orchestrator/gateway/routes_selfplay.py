@@ -121,5 +121,5 @@ ENDPOINTS = [
     Endpoint(("GET",), "/games/analytics", games_analytics,
              "Per board_type: games, games/hour, mean length, seat win rates, terminations", args=AnalyticsQuery),
     Endpoint(("GET",), "/mcts/stats", mcts_stats,
-             "Per node and agent: simulations/s, leaves per network call, mean depth, network evals/s"),
+             "Per node and agent: simulations/s, leaves per network call, mean depth, network evals/s, visits carried by tree reuse"),
 ]

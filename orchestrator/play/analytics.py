@@ -132,7 +132,8 @@ class AnalyticsCache:
 def search_stats(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per node and agent, from self-play jobs' progress: simulations/s and network evals/s of the
     jobs running now (summed), mean search depth (weighted by simulations), leaves per network call
-    (weighted by calls), and totals over every job seen."""
+    (weighted by calls), visits carried over by tree reuse and their share of all root visits, and
+    totals over every job seen."""
     groups: dict[tuple[str, str], dict[str, float]] = {}
     for job in jobs:
         progress = job.get("progress") or {}
@@ -140,7 +141,7 @@ def search_stats(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         g = groups.setdefault((job["node_id"], progress["agent"]), dict.fromkeys(
             ("jobs", "running", "simulations", "depth_sum", "simulations_per_s", "calls", "leaves", "evals_per_s",
-             "positions"), 0.0))
+             "positions", "carried"), 0.0))
         running = job.get("state") == "running"
         sims = float(progress.get("simulations", 0.0))
         g["jobs"] += 1
@@ -150,6 +151,7 @@ def search_stats(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g["calls"] += float(progress.get("eval_network_calls", 0.0))
         g["leaves"] += float(progress.get("eval_leaves", 0.0))
         g["positions"] += float(progress.get("positions", 0.0))
+        g["carried"] += float(progress.get("carried_simulations", 0.0))
         if running:
             g["simulations_per_s"] += float(progress.get("simulations_per_s", 0.0))
             g["evals_per_s"] += float(progress.get("eval_evals_per_s", 0.0))
@@ -160,4 +162,6 @@ def search_stats(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "mean_depth": g["depth_sum"] / g["simulations"] if g["simulations"] else None,
         "leaves_per_network_call": g["leaves"] / g["calls"] if g["calls"] else None,
         "network_evals_per_s": g["evals_per_s"],
+        "carried_simulations": g["carried"],
+        "carried_share": g["carried"] / (g["carried"] + g["simulations"]) if g["carried"] + g["simulations"] else None,
     } for (node_id, agent), g in sorted(groups.items())]

@@ -49,12 +49,15 @@ def test_search_stats_weighting():
     jobs = [
         {"job_type": "selfplay", "node_id": "n", "state": "running",
          "progress": {"agent": "mcts_8", "simulations": 100, "mean_depth": 2.0, "simulations_per_s": 50,
-                      "eval_network_calls": 10, "eval_leaves": 40, "eval_evals_per_s": 20, "positions": 5}},
+                      "eval_network_calls": 10, "eval_leaves": 40, "eval_evals_per_s": 20, "positions": 5,
+                      "carried_simulations": 60}},
         {"job_type": "selfplay", "node_id": "n", "state": "completed",
          "progress": {"agent": "mcts_8", "simulations": 300, "mean_depth": 4.0, "simulations_per_s": 99,
-                      "eval_network_calls": 30, "eval_leaves": 40}},
+                      "eval_network_calls": 30, "eval_leaves": 40, "carried_simulations": 40}},
         {"job_type": "benchmark", "node_id": "n", "state": "running", "progress": {}},
     ]
     [entry] = search_stats(jobs)
     assert entry["jobs"] == 2 and entry["running_jobs"] == 1 and entry["simulations_per_s"] == 50
     assert entry["mean_depth"] == 3.5 and entry["leaves_per_network_call"] == 2.0
+    # 100 of the 500 root visits came from reused trees
+    assert entry["carried_simulations"] == 100 and entry["carried_share"] == 0.2
