@@ -2,7 +2,9 @@
 
 A driver thread hands each running run's games out as `play_batch` Ray tasks, round-robin over the
 alive Ray nodes with CPUs (hard-pinned for a tournament spread over every node, soft otherwise),
-never more tasks at once than those nodes have CPUs, and stores every game that comes back.
+never more tasks at once than those nodes have CPUs, and stores every game that comes back. A node
+with GPUs gets the games of network agents in larger batches holding a GPU share (see
+orchestrator.play.eval_placement).
 
 What survives a failure: everything, in the cluster store. Each evaluation game is one record
 (kind `eval_games`, key its deterministic game id, written once: a game id already stored is never
@@ -31,6 +33,7 @@ from actors.naming import CLUSTER_STORE, NAMESPACE, TOURNAMENT_ACTOR, election_n
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.learn.registry import REGISTRY_KIND
 from orchestrator.play.agents import InvalidAgent, parse_agent
+from orchestrator.play.eval_placement import BatchPlan, batch_plan
 from orchestrator.play.evaluation import EvalGame, check_two_player
 from orchestrator.play.evaluation_runs import (CANCELLED, CREATED, FAILED, FINISHED, RUNNING, ABTest, Gauntlet, Tournament,
                                                derived_seed, game_record, ratings)
@@ -42,7 +45,6 @@ GAMES_KIND, TOURNAMENTS_KIND, ABTESTS_KIND = "eval_games", "tournaments", "abtes
 GAUNTLETS_KIND, HISTORY_KIND = "gauntlets", "elo_history"
 TICK_S = 0.2
 CALL_TIMEOUT_S = 10.0
-BATCH_GAMES = 4  # two colour-swapped pairs per task: small enough to cancel and redo cheaply
 MAX_ERRORS = 5
 RETRY_AFTER_S = 2.0  # a failed batch's games wait this long before they are handed out again
 ABTEST_DEFAULTS = {"alpha": 0.05, "beta": 0.05, "elo_model": "logistic", "opening_plies": 2}
@@ -113,9 +115,11 @@ class TournamentActor:
             if game_id in self.games:
                 del self.unsaved[game_id]
                 continue
-            if not self._write(GAMES_KIND, game_id, record):
+            stored = self._write(GAMES_KIND, game_id, record, once=True)
+            if stored is None:
                 return
-            self.games[game_id] = self.unsaved.pop(game_id)
+            del self.unsaved[game_id]
+            self.games[game_id] = stored["doc"]
         for (kind, key), doc in list(self.dirty.items()):
             if self._write(kind, key, doc):
                 del self.dirty[kind, key]
@@ -149,7 +153,7 @@ class TournamentActor:
         if self.dirty or self.unsaved:
             return  # nothing new is handed out while the store refuses what we have
         nodes = self._nodes()
-        capacity = sum(cpus for _, cpus in nodes)
+        capacity = sum(cpus for _, cpus, _ in nodes)
         for t in self.tournaments.values():
             if t.state != RUNNING:
                 continue
@@ -157,43 +161,58 @@ class TournamentActor:
             waiting = [g for g in t.schedule() if g.game_id not in self.games and g.game_id not in self.flying
                        and self.retry_at.get(g.game_id, 0.0) <= now]
             while waiting and len(self.in_flight) < capacity:
+                node = self._next_node(nodes)
                 batch = [waiting.pop(0)]
-                while waiting and len(batch) < BATCH_GAMES and {waiting[0].first, waiting[0].second} == {batch[0].first, batch[0].second}:
+                pairing = {batch[0].first, batch[0].second}
+                plan = batch_plan(pairing, node[2] if node else 0)
+                while waiting and len(batch) < plan.games and {waiting[0].first, waiting[0].second} == pairing:
                     batch.append(waiting.pop(0))
-                self._launch(t.tournament_id, t.board_type, batch, nodes, hard=t.kind == "nodes")
+                self._launch(t.tournament_id, t.board_type, batch, node, plan, hard=t.kind == "nodes")
         for test in self.abtests.values():
             if test.state != RUNNING:
                 continue
             _, _, counted = test.counts(self.games)
             flying = sum(len(ids) for run, ids, _ in self.in_flight.values() if run == test.test_id)
             while len(self.in_flight) < capacity:
-                pairs = min(BATCH_GAMES // 2, (test.max_games - counted - flying + 1) // 2)
+                node = self._next_node(nodes)
+                plan = batch_plan((test.agent_a, test.agent_b), node[2] if node else 0)
+                pairs = min(plan.games // 2, (test.max_games - counted - flying + 1) // 2)
                 if pairs <= 0:
                     break
                 index = self.next_pair.get(test.test_id, 0)
                 self.next_pair[test.test_id] = index + pairs
                 batch = [g for k in range(index, index + pairs) for g in test.pair(k)]
-                self._launch(test.test_id, test.board_type, batch, nodes, hard=False)
+                self._launch(test.test_id, test.board_type, batch, node, plan, hard=False)
                 flying += len(batch)
 
-    def _launch(self, run_id: str, board_type: str, batch: list[EvalGame], nodes: list[tuple[str, float]],
-                hard: bool) -> None:
+    def _next_node(self, nodes: list[tuple[str, float, float]]) -> tuple[str, float, float] | None:
+        self._turn += 1
+        return nodes[self._turn % len(nodes)] if nodes else None
+
+    def _launch(self, run_id: str, board_type: str, batch: list[EvalGame], target: tuple[str, float, float] | None,
+                plan: BatchPlan, hard: bool) -> None:
         strategy: Any = "SPREAD"
         node = "any"
-        if nodes:
-            node = nodes[self._turn % len(nodes)][0]
-            self._turn += 1
+        if target is not None:
+            node = target[0]
             strategy = NodeAffinitySchedulingStrategy(node, soft=not hard)
         ids = [g.game_id for g in batch]
-        ref = play_batch.options(name=f"eval:{ids[0]}", scheduling_strategy=strategy).remote(
-            board_type, self.catalog, [g.__dict__ for g in batch], derived_seed(*ids))
+        ref = play_batch.options(name=f"eval:{ids[0]}", scheduling_strategy=strategy, num_gpus=plan.num_gpus) \
+            .remote(board_type, self.catalog, [g.__dict__ for g in batch], derived_seed(*ids))
         self.in_flight[ref] = (run_id, ids, node)
         self.flying.update(ids)
         self.clock.setdefault(run_id, (time.time(), 0))
-        self.progress.setdefault(run_id, {}).setdefault(node, {"dispatched": 0, "done": 0})["dispatched"] += len(ids)
+        row = self._progress_row(run_id, node)
+        row["dispatched"] += len(ids)
+        row["batches"] += 1
 
-    def _nodes(self) -> list[tuple[str, float]]:
-        return sorted((n["NodeID"], n["Resources"]["CPU"]) for n in ray.nodes()
+    def _progress_row(self, run_id: str, node: str) -> dict[str, int]:  # gpu_games: by tasks with a GPU share
+        return self.progress.setdefault(run_id, {}).setdefault(node, {"dispatched": 0, "done": 0, "batches": 0,
+                                                                       "gpu_games": 0})
+
+    def _nodes(self) -> list[tuple[str, float, float]]:
+        """(node id, CPUs, GPUs) of the alive nodes that can play."""
+        return sorted((n["NodeID"], n["Resources"]["CPU"], n["Resources"].get("GPU", 0.0)) for n in ray.nodes()
                       if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
 
     def _collect(self, ref: Any) -> None:
@@ -217,8 +236,9 @@ class TournamentActor:
                                                              p["moves"])
             started, done = self.clock.get(run_id, (now, 0))
             self.clock[run_id] = (started, done + len(answer["played"]))
-            row = self.progress.setdefault(run_id, {}).setdefault(node, {"dispatched": 0, "done": 0})
+            row = self._progress_row(run_id, node)
             row["done"] += len(answer["played"])
+            row["gpu_games"] += len(answer["played"]) if answer["gpu_ids"] else 0
             self._flush()
 
     def _failed(self, run_id: str, ids: list[str], cause: BaseException) -> None:
@@ -248,16 +268,18 @@ class TournamentActor:
                 ray.cancel(ref, force=True)
 
     # --- persistence ------------------------------------------------------------------------------
-    def _write(self, kind: str, key: str, doc: dict[str, Any]) -> bool:
+    def _write(self, kind: str, key: str, doc: dict[str, Any], once: bool = False) -> dict[str, Any] | None:
+        """The store's answer, or None while no leader accepts writes. `once`: the first record written
+        under the key is kept and answered (`created`, `doc`), whichever incarnation or caller wrote it."""
         try:
             _, leader = ray.get(lookup(CLUSTER_STORE).highest_epoch.remote(), timeout=CALL_TIMEOUT_S)
             if leader is None:
-                return False
-            ray.get(lookup(election_name(leader)).leader_write.remote(kind, key, doc), timeout=CALL_TIMEOUT_S)
-            return True
+                return None
+            return ray.get(lookup(election_name(leader)).leader_write.remote(kind, key, doc, once=once),
+                           timeout=CALL_TIMEOUT_S)
         except Exception as exc:  # no leader, a deposed one, or the store restarting: try again next tick
             log.info("write of %s/%s deferred: %s", kind, key, root_cause(exc))
-            return False
+            return None
 
     def _save(self, kind: str, key: str, run: Any) -> None:
         {TOURNAMENTS_KIND: self.tournaments, ABTESTS_KIND: self.abtests, GAUNTLETS_KIND: self.gauntlets}[kind][key] = run
@@ -318,7 +340,7 @@ class TournamentActor:
             raise BadRequest("agents: at least two distinct agents", field="agents")
         tid = spec.get("tournament_id") or f"tour-{uuid.uuid4().hex[:12]}"
         with self.lock:
-            nodes = tuple(n for n, _ in self._nodes()) if spec["kind"] == "nodes" else ()
+            nodes = tuple(n for n, _, _ in self._nodes()) if spec["kind"] == "nodes" else ()
             if spec["kind"] == "quick_eval":
                 t = Tournament.candidate_against(tid, spec["board_type"], agents[0], agents[1:],
                                                  spec["games_per_pairing"], spec["opening_plies"], time.time())
@@ -394,18 +416,26 @@ class TournamentActor:
             return {"accepted": accepted, "ignored": ignored, "saved": not self.unsaved}
 
     def report_match(self, match: dict[str, Any]) -> dict[str, Any]:
-        """One external result, stored once under its match_id."""
+        """One external result, stored once under its match_id (the store keeps the first record of a key,
+        even against an old incarnation of this actor); a repeat is ignored, another body is a 409."""
         self._ready()
+        match_id = match["match_id"]
         with self.lock:
-            stored = self.games.get(match["match_id"])
-            if stored is not None:
-                return {"created": False, "game": stored}
-            record = game_record(match["match_id"], match["agent_a"], match["agent_b"], match["board_type"],
-                                 match["result"], "reported", None, time.time())
-            if not self._write(GAMES_KIND, match["match_id"], record):
-                raise Unavailable("result not saved: no leader accepts writes now")
-            self.games[match["match_id"]] = record
-            return {"created": True, "game": record}
+            stored = self.games.get(match_id) or self.unsaved.get(match_id)
+            created = False
+            if stored is None:
+                record = game_record(match_id, match["agent_a"], match["agent_b"], match["board_type"],
+                                     match["result"], "reported", None, time.time())
+                answer = self._write(GAMES_KIND, match_id, record, once=True)
+                if answer is None:
+                    raise Unavailable("result not saved: no leader accepts writes now")
+                stored, created = answer["doc"], answer["created"]
+                self.games[match_id] = stored
+        keys = ("agent_a", "agent_b", "board_type", "result")
+        if any(stored[k] != match[k] for k in keys):
+            raise Conflict(f"match {match_id!r} is stored with another body: "
+                           + ", ".join(f"{k}={stored[k]!r}" for k in keys), match_id=match_id)
+        return {"created": created, "game": stored}
 
     def play_match(self, agent_a: str, agent_b: str, board_type: str, seed: int, timeout_s: float) -> dict[str, Any]:
         self._ready()
@@ -421,7 +451,7 @@ class TournamentActor:
         record = game_record(p["game_id"], agent_a, agent_b, board_type, p["score_first"], "match", None, time.time(),
                              answer["node"], p["moves"])
         with self.lock:
-            saved = self._write(GAMES_KIND, p["game_id"], record)
+            saved = self._write(GAMES_KIND, p["game_id"], record, once=True) is not None
             if saved:
                 self.games[p["game_id"]] = record
             else:
