@@ -21,6 +21,7 @@ from typing import Any
 import ray
 import requests
 
+from actors import sync_leader
 from actors.naming import (CLUSTER_STORE, NAMESPACE, SYNC_PREFIX, election_name, lookup, peer_name, pinned, root_cause,
                            sync_name)
 from orchestrator.config import Settings
@@ -186,6 +187,25 @@ class SyncActor:
         self.store.put("kv", JOB_PREFIX + sync_id, job)  # before any byte moves
         self._enqueue(sync_id, job)
         return self._view(sync_id)
+
+    # --- as leader: planned syncs -----------------------------------------------------------------
+    async def start_planned(self, request_doc: dict[str, Any], sync_id: str, priority: int) -> dict[str, Any]:
+        """`POST /sync/start`: plan from the manifests, record, hand over (see actors.sync_leader)."""
+        await self._started()
+        return await sync_leader.start_planned(self, request_doc, sync_id, priority)
+
+    async def sync_training(self, board_type: str, target: str, sync_id: str,
+                            wait_s: float | None = None) -> dict[str, Any]:
+        """A board's training data to its training node, ahead of other transfers: `POST /sync/training`,
+        and the leader's first step when it starts a training run there, which waits (`wait_s`) until
+        the target holds every file, or raises naming what did not arrive."""
+        await self._started()
+        doc = {"patterns": [f"selfplay/{board_type}/**", f"training/{board_type}/**"], "since_timestamp": None,
+               "source_node": None, "target_nodes": [target]}
+        started = await sync_leader.start_planned(self, doc, sync_id, PRIORITY_TRAINING)
+        if wait_s is not None:
+            started["target"] = await sync_leader.wait_for_target(self, started["record"], target, wait_s)
+        return started
 
     async def check_space(self, incoming_bytes: int) -> None:
         """507 if `incoming_bytes` more would fill this node's disk past the configured limit."""

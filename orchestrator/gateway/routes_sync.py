@@ -18,16 +18,16 @@ from urllib.parse import quote
 from aiohttp import web
 from pydantic import Field
 
-from actors.naming import election_name, lookup, root_cause, sync_name
+from actors.naming import lookup, root_cause, sync_name
+from actors.sync_leader import SYNCS
 from orchestrator.cluster.placement import pick_training_node
 from orchestrator.errors import Conflict, NotFound, Unavailable
 from orchestrator.gateway.endpoint import Endpoint
 from orchestrator.models import JOB_ID, NODE_ID, RequestModel
 from orchestrator.sync.manifest import FileEntry, check_pattern, select
-from orchestrator.sync.plan import PRIORITY_DEFAULT, PRIORITY_TRAINING, merge_manifests, plan_transfers
+from orchestrator.sync.plan import PRIORITY_DEFAULT, merge_manifests
 from orchestrator.sync.transfer import RangeNotSatisfiable, parse_range
 
-SYNCS = "syncs"
 PROGRESS = "sync_progress"
 MAX_COUNT = 2**63 - 1
 
@@ -179,57 +179,12 @@ async def cluster_data_manifest(node, args: ManifestQuery, request):
             "differing": sum(row["differs"] for row in merged), "files": merged}
 
 
-def _check_nodes(node, names: list[str]) -> None:
-    for name in names:
-        peer = node.peer(name)
-        if peer is None:
-            raise NotFound(f"unknown node {name!r}", node_id=name)
-        if peer["state"] != "alive":
-            raise Conflict(f"node {name!r} is {peer['state']}", node_id=name)
-
-
 async def _start(node, request_doc: dict[str, Any], sync_id: str | None, priority: int) -> dict[str, Any]:
-    """Plan from fresh manifests, record the sync, then hand each target its transfers."""
-    sync_id = sync_id or f"sync-{uuid.uuid4().hex[:12]}"
-    existing = await node.call(node.actors.cluster_store.read.remote(SYNCS, sync_id))
-    if existing is not None:
-        if existing["request"] != request_doc:
-            raise Conflict(f"sync {sync_id!r} exists with a different body", sync_id=sync_id)
-        return _started(existing, created=False)
-    source, targets = request_doc["source_node"], request_doc["target_nodes"]
-    _check_nodes(node, ([source] if source else []) + (targets or []))
-    manifests, unreachable = await _manifests(node, _alive(node))
-    for name in ([source] if source else []) + (targets or []):
-        if name not in manifests:
-            raise Unavailable(f"node {name!r} did not give its manifest: {unreachable.get(name)}", node_id=name)
-    plan = plan_transfers(manifests, request_doc["patterns"], request_doc["since_timestamp"], source_node=source,
-                          target_nodes=targets, priority=priority)
-    by_target = plan.by_target()
-    sources = {n: _base_url(node, n) for n in {t.source_node for t in plan.transfers}}
-    await asyncio.gather(*(node.call(_sync_actor(node, t).check_space.remote(sum(x.size for x in transfers)))
-                           for t, transfers in by_target.items()))  # 507 before anything is recorded
-    epoch = node.election()["epoch"]
-    record = {"sync_id": sync_id, "request": request_doc, "priority": priority, "created_at": time.time(),
-              "leader_id": node.node_id, "epoch": epoch, "skipped": plan.skipped, "unreachable": unreachable,
-              "targets": {t: {"files_total": len(x), "bytes_total": sum(y.size for y in x)}
-                          for t, x in by_target.items()},
-              "files_total": len(plan.transfers), "bytes_total": plan.bytes_total()}
-    await node.call(node.actors.election.leader_write.remote(SYNCS, sync_id, record))  # refused unless we lead
-    await asyncio.gather(*(_hand_over(node, target, sync_id, transfers, sources, epoch)
-                           for target, transfers in by_target.items()))
-    return _started(record, created=True)
-
-
-def _sync_actor(node, node_id: str):
-    try:
-        return node.actors.sync if node_id == node.node_id else lookup(sync_name(node_id))
-    except ValueError:
-        raise Unavailable(f"node {node_id!r} has no sync actor", node_id=node_id) from None
-
-
-async def _hand_over(node, target: str, sync_id: str, transfers, sources: dict[str, str], epoch: int) -> None:
-    await node.call(lookup(election_name(target)).check_command_epoch.remote(epoch))  # a stale leader is refused
-    await node.call(_sync_actor(node, target).start_sync.remote(sync_id, [t.to_dict() for t in transfers], sources))
+    """Plan from fresh manifests, record the sync, then hand each target its transfers (the
+    leader's SyncActor does it: the same path a training run's start takes)."""
+    started = await node.call(node.actors.sync.start_planned.remote(
+        request_doc, sync_id or f"sync-{uuid.uuid4().hex[:12]}", priority))
+    return _started(started["record"], started["created"])
 
 
 def _started(record: dict[str, Any], created: bool) -> dict[str, Any]:
@@ -254,9 +209,9 @@ async def sync_training(node, args: SyncTrainingRequest, request):
     target = args.node_id or pick_training_node(node.peers())
     if target is None:
         raise Unavailable("no alive node can take training")
-    doc = _request_doc([f"selfplay/{args.board_type}/**", f"training/{args.board_type}/**"], None, None, [target])
-    answer = await _start(node, doc, args.sync_id, PRIORITY_TRAINING)
-    return {**answer, "node_id": target, "board_type": args.board_type}
+    started = await node.call(node.actors.sync.sync_training.remote(
+        args.board_type, target, args.sync_id or f"sync-{uuid.uuid4().hex[:12]}"))
+    return {**_started(started["record"], started["created"]), "node_id": target, "board_type": args.board_type}
 
 
 async def sync_model(node, args: ModelPushRequest, request):

@@ -1,8 +1,10 @@
 """Training (seed sections "Selfplay & Training", "Metrics & Analytics") and the model registry.
 
 A training run is a record in the cluster store (kind `training_runs`, written by the leader)
-plus a `training` or `nnue_training` job on the node the leader chose. The run's live state is
-that job, asked of its node's JobSupervisor; its loss curve is the job's metric series, kept by
+plus a `training` or `nnue_training` job on the node the leader chose. Before the job starts, the
+leader copies there every self-play file of the board that node lacks (`data_sync` on the run; see
+`_gather_window`); a window that does not arrive leaves the run with a `start_error`, and the same
+request again retries it. The run's live state is that job, asked of its node's JobSupervisor; its loss curve is the job's metric series, kept by
 the same supervisor (the job's own progress reports and `POST /training/update` both add to it).
 The job does not register its model: the registrar (`actors/registrar.py`) registers a finished
 run's verified model through whichever leader is current, and notes the outcome on the run.
@@ -28,6 +30,9 @@ from orchestrator.models import (ModelsQuery, TrainingMetricsQuery, TrainingRunQ
 
 RUNS = "training_runs"
 JOB_TYPES = {"policy_value": ("training", PolicyValueJobConfig, "pv"), "nnue": ("nnue_training", NNUEJobConfig, "nnue")}
+# A training start waits this long for its window to reach the training node (under forward_timeout_s,
+# which a follower forwarding the start waits for the leader's answer).
+TRAINING_SYNC_TIMEOUT_S = 300.0
 JOB_VIEW = ("state", "progress", "attempt", "stuck", "started_at", "finished_at", "error")
 
 
@@ -63,7 +68,8 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     if existing is not None:
         if existing["request"] != request:
             raise Conflict(f"training run {run_id!r} exists with a different body", run_id=run_id)
-        return _started(existing, created=False)
+        if "start_error" not in existing:  # a run whose start failed (its window did not arrive) is started again
+            return _started(existing, created=False)
     target = _target(node, args.node_id)
     run = {"run_id": run_id, "job_id": run_id, "job_type": job_type, "model_kind": model_kind, "model_id": model_id,
            "node_id": target, "board_type": args.board_type, "config": config, "request": request,
@@ -74,6 +80,8 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
         run["epoch"] = epoch
         await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
     try:
+        run["data_sync"] = await _gather_window(node, run)
+        await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
         await start_job_on(node, target, run_id, job_type, run["config"], epoch)
     except Exception as exc:  # keep the run, and why it has no job, visible in /training/status
         run["start_error"] = f"{type(exc).__name__}: {root_cause(exc)}"
@@ -81,6 +89,22 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
         raise
     await node.refresh()
     return _started(run, created=True)
+
+
+async def _gather_window(node, run: dict[str, Any]) -> dict[str, Any]:
+    """The window comes from every node's self-play: the leader's SyncActor copies the board's files
+    the training node lacks there first, as `POST /sync/training` does (same actor method, training
+    priority), and waits. The job's own gather then finds them there, with the node each came from."""
+    sync_id = f"{run['run_id']}:data"
+    try:
+        answer = await asyncio.wait_for(node.actors.sync.sync_training.remote(
+            run["board_type"], run["node_id"], sync_id, TRAINING_SYNC_TIMEOUT_S),
+            TRAINING_SYNC_TIMEOUT_S + node.settings.actor_call_timeout_s)
+    except asyncio.TimeoutError:  # the actor bounds its own wait; this is for an actor that hangs
+        raise Unavailable(f"sync {sync_id}: this node's sync actor did not answer", sync_id=sync_id) from None
+    target = answer["target"]
+    return {"sync_id": sync_id, "files_total": target["files_total"], "files_done": target["files_done"],
+            "bytes_total": target["bytes_total"], "bytes_done": target["bytes_done"]}
 
 
 def _started(run: dict[str, Any], created: bool) -> dict[str, Any]:
