@@ -6,7 +6,7 @@ it runs (self-play and training pull in torch and OpenSpiel search).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from orchestrator.cluster.job_types import JobType
@@ -18,8 +18,10 @@ def _benchmark() -> JobType:
 
 
 def _selfplay() -> JobType:
+    from actors.selfplay_workers import run_selfplay_job
     from orchestrator.play.selfplay import SELFPLAY
-    return SELFPLAY
+    # Served inference (search workers against the node's inference server) where the job or node calls for it.
+    return replace(SELFPLAY, run=run_selfplay_job)
 
 
 def _training() -> JobType:

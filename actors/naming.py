@@ -11,6 +11,7 @@ PEER_PREFIX = "peer:"
 JOBS_PREFIX = "jobs:"
 ELECTION_PREFIX = "election:"
 SYNC_PREFIX = "sync:"
+INFERENCE_PREFIX = "inference:"
 CLUSTER_STORE = "cluster_store"
 TOURNAMENT_ACTOR = "tournament"
 
@@ -29,6 +30,10 @@ def election_name(node_id: str) -> str:
 
 def sync_name(node_id: str) -> str:
     return f"{SYNC_PREFIX}{node_id}"
+
+
+def inference_name(node_id: str) -> str:
+    return f"{INFERENCE_PREFIX}{node_id}"
 
 
 def pinned(ray_node_id: str) -> NodeAffinitySchedulingStrategy:

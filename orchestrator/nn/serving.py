@@ -76,7 +76,9 @@ class PreparedNetwork:
 
     def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            batch = torch.from_numpy(observations).to(self.device, self.dtype, non_blocking=True)
+            # An array straight from Ray's object store is read-only, which torch will not wrap: copy that one.
+            batch = torch.from_numpy(observations if observations.flags.writeable else observations.copy())
+            batch = batch.to(self.device, self.dtype, non_blocking=True)
             logits, values = self.model(batch)
             return logits.float().cpu().numpy(), values.float().cpu().numpy()
 

@@ -20,6 +20,11 @@ Tree reuse (`tree_reuse`, on by default): `mcts` and `gumbel` agents keep each g
 the move played, so its visits count toward the next move's budget and only the rest is simulated;
 progress reports the visits carried over (`carried_simulations`, and `carried_per_search` per
 searched move).
+
+Served inference (`served`; by default on where the node has a GPU): the job's games are spread
+over several search workers that share the node's batched inference server; the host wires that
+in (actors/selfplay_workers.py). Each worker steps its games through a `GameBatch`, the same code
+as the in-process loop here, so records, game ids and seeds are the same on both paths.
 """
 from __future__ import annotations
 
@@ -28,10 +33,10 @@ import random
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import pyspiel
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -41,8 +46,9 @@ from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
-from orchestrator.play.gumbel import build_gumbel
-from orchestrator.play.mcts import build_mcts
+from orchestrator.play.evaluators import LeafEvaluator
+from orchestrator.play.gumbel import GumbelAgent, GumbelConfig, build_gumbel
+from orchestrator.play.mcts import MCTSAgent, MCTSConfig, build_mcts
 from orchestrator.play.records import (
     CODE_VERSION, ReadStats, game_files, game_id, read_games, write_records,
 )
@@ -69,6 +75,10 @@ class SelfplayConfig(BaseModel):
         default=True,
         description="mcts/gumbel: keep the subtree under the move played; its visits count toward the next search's budget",
     )
+    served: bool | None = Field(
+        default=None, description="search workers against the node's inference server; null: on where the node has a GPU",
+    )
+    workers: int | None = Field(default=None, ge=1, le=256, description="served: search workers; null: the node's CPUs minus one")
 
     @field_validator("board_type")
     @classmethod
@@ -170,82 +180,123 @@ def _resume(directory: Path, config: SelfplayConfig, job_id: str, attempt: int) 
     return remaining, existing, max((int(n) for n in numbers if n.isdigit()), default=0)
 
 
-def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext) -> Agent:
+def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext, evaluator: LeafEvaluator | None = None,
+                seed_salt: tuple[object, ...] = ()) -> Agent:
+    """The job's agent; a search given `evaluator` uses it instead of loading the model here (served inference).
+
+    `seed_salt` tells apart the agents of several workers of one attempt (none: the in-process seed)."""
     def load_from_data_dir(model_id: str) -> Any:
         return load_checkpoint(model_path(ctx.data_dir, model_id), device=ctx.device).model
 
     # A fresh seed per attempt: replayed games need not repeat the search noise of the lost ones.
     actx = AgentContext(
-        board_type=config.board_type, seed=_derive_seed(config.seed, ctx.job_id, ctx.attempt),
+        board_type=config.board_type, seed=_derive_seed(config.seed, ctx.job_id, ctx.attempt, *seed_salt),
         load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device, games=ctx.games,
     )
     if spec.kind == "mcts":
-        return build_mcts(spec, actx, dirichlet_epsilon=SELFPLAY_DIRICHLET_EPSILON, tree_reuse=config.tree_reuse)
+        options = {"dirichlet_epsilon": SELFPLAY_DIRICHLET_EPSILON, "tree_reuse": config.tree_reuse}
+        if evaluator is not None:
+            return MCTSAgent(spec.name, evaluator, replace(MCTSConfig(simulations=spec.budget), **options), seed=actx.seed)
+        return build_mcts(spec, actx, **options)
     if spec.kind == "gumbel":
+        if evaluator is not None:
+            return GumbelAgent(spec.name, evaluator, GumbelConfig(simulations=spec.budget, tree_reuse=config.tree_reuse),
+                               seed=actx.seed)
         return build_gumbel(spec, actx, tree_reuse=config.tree_reuse)
     return make_agent(spec, actx)
 
 
-def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
-    spec = config.agent_spec()
-    gspec = ctx.games.spec(config.board_type)
-    game = ctx.games.load(config.board_type)
-    directory = job_directory(Path(ctx.data_dir), config.board_type, ctx.job_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    remaining, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)
-    already = config.num_games - len(remaining)
-    agent = _make_agent(spec, config, ctx)
-    temperature_moves = config.temperature_moves
-    if temperature_moves is None:
-        temperature_moves = 0 if spec.kind == "gumbel" else max(1, gspec.max_game_length // 8)
-    seats = gspec.num_players
-    base_record = {
+def base_record(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
+    """The fields every game record of this attempt shares."""
+    spec, gspec = config.agent_spec(), ctx.games.spec(config.board_type)
+    return {
         "job_id": ctx.job_id, "node_id": ctx.node_id, "attempt": ctx.attempt,
         "board_type": config.board_type, "game": gspec.game_string,
-        "agents": [spec.name] * seats, "model_ids": [spec.model_id] * seats, "code_version": CODE_VERSION,
+        "agents": [spec.name] * gspec.num_players, "model_ids": [spec.model_id] * gspec.num_players,
+        "code_version": CODE_VERSION,
     }
 
-    started = time.monotonic()
-    last_report = started
-    active: list[_Game] = []
-    finished: list[dict[str, Any]] = []
-    written = positions = files = 0
-    stopped = False
-    search = SearchTally()
 
-    def progress() -> dict[str, Any]:
-        elapsed = max(time.monotonic() - started, 1e-9)
-        report = {
-            "games_done": already + written, "games_total": config.num_games, "positions": positions,
-            "positions_per_s": positions / elapsed, "games_per_s": written / elapsed, "files": files,
-            "attempt": ctx.attempt, "resumed_games": already, "skipped_lines": existing.skipped,
-            "agent": spec.name, "in_flight": len(active), **search.summary(),
-        }
+class GameStepper(Protocol):
+    """Where a job's games are played: in this process (`GameBatch`) or by search workers."""
+
+    positions: int
+
+    def in_flight(self) -> int:
+        """Games started and not yet finished."""
+
+    def fill(self, remaining: deque[int]) -> None:
+        """Start games from the front of `remaining` while there is room."""
+
+    def step(self, remaining: deque[int]) -> list[dict[str, Any]]:
+        """Play on; the records of games that ended. Games lost on the way go back to `remaining`."""
+
+    def progress(self) -> dict[str, Any]:
+        """In-flight games, search and evaluator counters for the job's progress report."""
+
+    def close(self) -> None:
+        """Release whatever plays the games; unfinished games are abandoned."""
+
+
+class GameBatch:
+    """Games in flight under one agent: `step` asks it for a move in all of them at once and plays them.
+
+    In a job it holds up to `parallel_games` games (a `GameStepper`); a search worker holds one too.
+    """
+
+    def __init__(self, config: SelfplayConfig, ctx: JobContext, agent: Agent) -> None:
+        spec = config.agent_spec()
+        self.config = config
+        self.job_id = ctx.job_id
+        self.agent = agent
+        self.game = ctx.games.load(config.board_type)
+        self.record = base_record(config, ctx)
+        temperature_moves = config.temperature_moves
+        if temperature_moves is None:
+            temperature_moves = 0 if spec.kind == "gumbel" else max(1, ctx.games.spec(config.board_type).max_game_length // 8)
+        self.temperature_moves = temperature_moves
+        self.active: list[_Game] = []
+        self.positions = 0
+        self.search = SearchTally()
+
+    def start(self, index: int) -> None:
+        seed = _derive_seed(self.config.seed, self.job_id, index)
+        self.active.append(_Game(index, self.game.new_initial_state(), random.Random(seed), seed, _now()))
+
+    def in_flight(self) -> int:
+        return len(self.active)
+
+    def fill(self, remaining: deque[int]) -> None:
+        while remaining and len(self.active) < self.config.parallel_games:
+            self.start(remaining.popleft())
+
+    def progress(self) -> dict[str, Any]:
+        report = {"in_flight": len(self.active), **self.search.summary()}
         # Only search agents count leaf evaluations; a heuristic's evaluator has no counters.
-        evaluator_stats = getattr(getattr(agent, "evaluator", None), "stats", None)
+        evaluator_stats = getattr(getattr(self.agent, "evaluator", None), "stats", None)
         if callable(evaluator_stats):
             report.update({f"eval_{k}": v for k, v in evaluator_stats().items()})
         return report
 
-    while (remaining or active) and not stopped:
-        while remaining and len(active) < config.parallel_games:
-            index = remaining.popleft()
-            seed = _derive_seed(config.seed, ctx.job_id, index)
-            active.append(_Game(index, game.new_initial_state(), random.Random(seed), seed, _now()))
+    def close(self) -> None:
+        self.active = []
+
+    def step(self, remaining: deque[int] | None = None) -> list[dict[str, Any]]:
+        """One move in every game in flight; the records of the games that ended (none is ever lost here)."""
         # Every game in flight goes to the agent at once, so a network search batches their leaves.
-        decisions = agent.select_many([g.state for g in active])
-        search.add(decisions)
-        still_playing = []
-        for g, decision in zip(active, decisions):
-            action = _sample(decision.policy, g.rng) if len(g.moves) < temperature_moves else decision.action
+        decisions = self.agent.select_many([g.state for g in self.active])
+        self.search.add(decisions)
+        finished, still_playing = [], []
+        for g, decision in zip(self.active, decisions):
+            action = _sample(decision.policy, g.rng) if len(g.moves) < self.temperature_moves else decision.action
             g.moves.append(action)
             g.policies.append({str(a): q for a, p in decision.policy.items() if (q := round(p, 6)) > 0})
             g.state.apply_action(action)
-            positions += 1
+            self.positions += 1
             terminal = g.state.is_terminal()
-            if terminal or (config.max_moves is not None and len(g.moves) >= config.max_moves):
+            if terminal or (self.config.max_moves is not None and len(g.moves) >= self.config.max_moves):
                 finished.append({
-                    "game_id": game_id(ctx.job_id, g.index), "game_index": g.index, **base_record,
+                    "game_id": game_id(self.job_id, g.index), "game_index": g.index, **self.record,
                     "seed": g.seed, "moves": g.moves, "policies": g.policies,
                     "outcome": [float(r) for r in g.state.returns()], "length": len(g.moves),
                     "termination": "terminal" if terminal else "max_length",
@@ -253,20 +304,55 @@ def run_selfplay(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
                 })
             else:
                 still_playing.append(g)
-        active = still_playing
-        now = time.monotonic()
-        due = now - last_report >= config.flush_interval_s
-        if finished and (len(finished) >= config.games_per_file or due or not (remaining or active)):
-            file_number += 1
-            write_records(directory, f"games-{ctx.attempt}-{file_number:05d}.jsonl", finished)
-            written += len(finished)
-            files += 1
-            finished = []
-            due = True
-        if due:
-            # Reports only follow a flush (or a quiet interval), so a stop never strands finished games.
-            last_report = now
-            stopped = bool(ctx.report(progress()))
+        self.active = still_playing
+        return finished
+
+
+def run_selfplay(config: SelfplayConfig, ctx: JobContext,
+                 make_games: Callable[[SelfplayConfig, JobContext], GameStepper] | None = None) -> dict[str, Any]:
+    """Play the job's games that have no record yet; `make_games` (default: in this process) says where."""
+    spec = config.agent_spec()
+    directory = job_directory(Path(ctx.data_dir), config.board_type, ctx.job_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    remaining, existing, file_number = _resume(directory, config, ctx.job_id, ctx.attempt)
+    already = config.num_games - len(remaining)
+    games = make_games(config, ctx) if make_games else GameBatch(config, ctx, _make_agent(spec, config, ctx))
+
+    started = time.monotonic()
+    last_report = started
+    finished: list[dict[str, Any]] = []
+    written = files = 0
+    stopped = False
+
+    def progress() -> dict[str, Any]:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        report = {
+            "games_done": already + written, "games_total": config.num_games, "positions": games.positions,
+            "positions_per_s": games.positions / elapsed, "games_per_s": written / elapsed, "files": files,
+            "attempt": ctx.attempt, "resumed_games": already, "skipped_lines": existing.skipped,
+            "agent": spec.name, **games.progress(),
+        }
+        return report
+
+    try:
+        while (remaining or games.in_flight()) and not stopped:
+            games.fill(remaining)
+            finished.extend(games.step(remaining))
+            now = time.monotonic()
+            due = now - last_report >= config.flush_interval_s
+            if finished and (len(finished) >= config.games_per_file or due or not (remaining or games.in_flight())):
+                file_number += 1
+                write_records(directory, f"games-{ctx.attempt}-{file_number:05d}.jsonl", finished)
+                written += len(finished)
+                files += 1
+                finished = []
+                due = True
+            if due:
+                # Reports only follow a flush (or a quiet interval), so a stop never strands finished games.
+                last_report = now
+                stopped = bool(ctx.report(progress()))
+    finally:
+        games.close()
     result = progress()
     result.update({"stopped": stopped, "complete": already + written == config.num_games,
                    "directory": str(directory), "elapsed_s": time.monotonic() - started})

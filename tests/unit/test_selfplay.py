@@ -11,6 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from actors.catalog import JOB_TYPES
+from actors.selfplay_workers import run_selfplay_job
 from orchestrator.nn.checkpoint import model_path, save_checkpoint
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.games import BUILTIN, GameCatalog
@@ -176,7 +177,8 @@ def test_config_is_validated(bad):
 
 def test_selfplay_is_a_registered_job_type():
     job_type = JOB_TYPES.get("selfplay")
-    assert job_type.config_model is SelfplayConfig and job_type.run is run_selfplay and job_type.wants_gpu
+    # The job runs run_selfplay in process, or with served games (actors/selfplay_workers.py).
+    assert job_type.config_model is SelfplayConfig and job_type.run is run_selfplay_job and job_type.wants_gpu
 
 
 def test_read_games_skips_invalid_records_and_duplicates(tmp_path):

@@ -1,0 +1,114 @@
+"""The node's batched inference server (`inference:<node_id>`) and the client that search workers call.
+
+One `InferenceServer` per node owns the node's accelerator (or runs on CPU where there is none)
+and serves every search worker of every job on that node: an async actor, so that the requests
+of many workers wait together in the pure `NetworkServer` (orchestrator/nn/serving.py) and go
+through one forward pass per network. Observations arrive as numpy arrays and answers go back
+the same way; Ray moves large arrays through the node's object store without pickling them.
+
+The server is detached and restarts itself after a crash (`max_restarts=-1`), losing its loaded
+networks: `InferenceClient` retries a call while the actor is down, and when the restarted
+server no longer knows the network, it loads it again from the object reference the job put in
+the object store, then retries. Logically it asks Ray for no CPU and no GPU: the job that uses it
+holds the node's GPU on Ray's books, and a 0-GPU actor still sees the node's devices.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from actors.naming import NAMESPACE, inference_name, lookup, pinned, root_cause
+from orchestrator.nn.serving import NetworkServer, ServingConfig, UnknownNetwork
+
+SERVER_RETRY_S = 120.0  # how long a client keeps retrying a server that is down or restarting
+RETRY_INTERVAL_S = 0.2
+LOAD_TIMEOUT_S = 120.0
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
+class InferenceServer:
+    def __init__(self, node_id: str, config: ServingConfig, device: str | None = None) -> None:
+        self.node_id = node_id
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.core = NetworkServer(self.device, config)
+
+    async def load(self, key: str, module_ref: list[ray.ObjectRef]) -> bool:
+        """Serve the network in the object store under `key` (a list, so Ray does not resolve it for us)."""
+        if key in self.core.keys():
+            return False
+        loaded = await module_ref[0]
+        # A checkpoint loader may hand over a checkpoint holding the module rather than the module.
+        return self.core.load(key, getattr(loaded, "model", loaded))
+
+    async def evaluate(self, key: str, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return await self.core.evaluate(key, observations)
+
+    async def unload(self, key: str) -> bool:
+        return self.core.unload(key)
+
+    async def info(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "device": self.device, "networks": self.core.stats(),
+                "max_batch": self.core.config.max_batch, "max_wait_s": self.core.config.max_wait_s}
+
+
+def start_inference_server(node_id: str, ray_node_id: str, config: ServingConfig | None = None,
+                           device: str | None = None) -> Any:
+    """The node's server, started pinned to its Ray node if it is not running (then `config` is ignored)."""
+    return InferenceServer.options(
+        name=inference_name(node_id), namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+        scheduling_strategy=pinned(ray_node_id),
+    ).remote(node_id, config or ServingConfig(), device)
+
+
+class InferenceClient:
+    """A `forward(observations) -> (logits, values)` for `ServedEvaluator`, calling the named server.
+
+    Retries while the server is down or restarting (up to `retry_s`), reloads the network where a
+    restarted server lost it, and counts its retries.
+    """
+
+    def __init__(self, server_name: str, key: str, module_ref: ray.ObjectRef, retry_s: float = SERVER_RETRY_S) -> None:
+        self.server_name = server_name
+        self.key = key
+        self.module_ref = module_ref
+        self.retry_s = retry_s
+        self.retries = 0
+        self.reloads = 0
+        self._server = None
+
+    def _handle(self) -> Any:
+        if self._server is None:
+            self._server = lookup(self.server_name)
+        return self._server
+
+    def ensure_loaded(self) -> None:
+        ray.get(self._handle().load.remote(self.key, [self.module_ref]), timeout=LOAD_TIMEOUT_S)
+
+    def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        deadline = time.monotonic() + self.retry_s
+        while True:
+            try:
+                logits, values = ray.get(self._handle().evaluate.remote(self.key, observations))
+                return logits, values
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(root_cause(exc), UnknownNetwork):
+                    raise root_cause(exc) from None
+                self.reloads += 1
+                failure: BaseException = exc
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError) as exc:
+                # Down, restarting, or (ValueError) not registered under its name at the moment.
+                self._server = None
+                failure = exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"inference server {self.server_name} unavailable for {self.retry_s:.0f}s") from failure
+            self.retries += 1
+            time.sleep(RETRY_INTERVAL_S)
+            try:
+                self.ensure_loaded()
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError,
+                    ValueError):
+                self._server = None  # still down: the next round tries again

@@ -1,0 +1,148 @@
+"""Served self-play on the real Ray cluster: search workers against a batched inference server actor.
+
+Each test starts its own server (a unique name), runs a self-play job through the same
+`run_selfplay` loop the job task runs, with `ServedGames` playing the games, and checks the
+records: every game id once, whatever was killed on the way.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import ray
+
+from actors.inference import InferenceClient, start_inference_server
+from actors.naming import inference_name
+from actors.selfplay_workers import ServedGames, wants_served
+from orchestrator.nn.serving import PreparedNetwork, ServingConfig
+from orchestrator.play.records import game_files, read_games
+from orchestrator.play.evaluators import NetworkEvaluator
+from orchestrator.play.selfplay import GameBatch, SelfplayConfig, _make_agent, job_directory, run_selfplay
+from tests.unit.test_selfplay import Context
+from tests.unit.test_serving import observations, tiny_net
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@pytest.fixture
+def server():
+    node = f"served-{uuid.uuid4().hex[:8]}"
+    handle = start_inference_server(node, ray.get_runtime_context().get_node_id(),
+                                    ServingConfig(max_batch=256, max_wait_s=0.02))
+    ray.get(handle.info.remote())
+    yield inference_name(node), handle
+    ray.kill(handle, no_restart=True)
+
+
+def config(**overrides) -> SelfplayConfig:
+    values = {"board_type": "tic_tac_toe", "agent": "model:tiny+mcts_8", "num_games": 8, "parallel_games": 2,
+              "games_per_file": 1, "seed": 3, "served": True}
+    return SelfplayConfig(**{**values, **overrides})
+
+
+def served_run(cfg: SelfplayConfig, ctx: Context, server_name: str, net, workers: int, on_report=None):
+    """run_selfplay with served games; `on_report(games)` runs once, at the first progress report."""
+    made: list[ServedGames] = []
+    report = ctx.report
+
+    def reporting(progress):
+        if on_report is not None and len(ctx.reports) == 0:
+            on_report(made[0])
+        return report(progress)
+
+    ctx.report = reporting  # type: ignore[method-assign]
+    result = run_selfplay(cfg, ctx, lambda c, x: made.append(ServedGames(c, x, net, workers=workers,
+                                                                          server_name=server_name)) or made[0])
+    return result
+
+
+def records(ctx: Context, cfg: SelfplayConfig) -> list[dict]:
+    return list(read_games(game_files(job_directory(ctx.data_dir, cfg.board_type, ctx.job_id))))
+
+
+def assert_every_game_once(rows: list[dict], count: int) -> None:
+    ids = [r["game_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "no game recorded twice"
+    assert sorted(r["game_index"] for r in rows) == list(range(count))
+
+
+def test_workers_share_batches_and_finish_every_game(server, tmp_path):
+    name, handle = server
+    cfg, ctx = config(num_games=12), Context(tmp_path, job_id="served-batch")
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=3)
+    assert result["complete"] and result["workers"] == 3 and result["served"]
+    assert_every_game_once(records(ctx, cfg), 12)
+    stats = ray.get(handle.info.remote())["networks"]["tiny"]
+    assert stats["requests"] > stats["batches"], f"some forward pass served several workers' requests: {stats}"
+    assert result["eval_leaves"] == stats["rows"]
+
+
+def test_a_worker_killed_mid_game_loses_only_its_unfinished_games(server, tmp_path):
+    name, _ = server
+    cfg, ctx = config(), Context(tmp_path, job_id="served-kill")
+    killed = {}
+
+    def kill_a_worker(games: ServedGames) -> None:
+        worker, handle = next(iter(games._workers.items()))
+        killed["games"] = list(games._assigned[worker])
+        ray.kill(handle, no_restart=True)
+
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=2, on_report=kill_a_worker)
+    assert killed["games"], "the worker held games in flight when it was killed"
+    assert result["complete"] and result["worker_replacements"] == 1
+    assert_every_game_once(records(ctx, cfg), cfg.num_games)
+
+
+def test_server_killed_and_restarted_while_workers_wait(server, tmp_path):
+    name, handle = server
+    cfg, ctx = config(num_games=10), Context(tmp_path, job_id="served-restart")
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=2,
+                        on_report=lambda games: ray.kill(handle, no_restart=False))
+    assert result["complete"]
+    assert result["server_retries"] + result["server_reloads"] >= 1, "workers saw the restart and retried"
+    assert_every_game_once(records(ctx, cfg), cfg.num_games)
+    assert ray.get(handle.info.remote())["networks"]["tiny"]["rows"] > 0, "the restarted server reloaded the network"
+
+
+def test_two_networks_served_at_once(server):
+    name, handle = server
+    nets = {"net-a": tiny_net(1), "net-b": tiny_net(2)}
+    clients = {key: InferenceClient(name, key, ray.put(net)) for key, net in nets.items()}
+    for client in clients.values():
+        client.ensure_loaded()
+    x = observations(6)
+    with ThreadPoolExecutor(4) as pool:  # both networks' requests in flight together
+        answers = {key: pool.submit(client, x) for key, client in clients.items()}
+        answers = {key: future.result() for key, future in answers.items()}
+    for key, net in nets.items():
+        np.testing.assert_allclose(answers[key][0], PreparedNetwork(net)(x)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(answers["net-a"][0], answers["net-b"][0])
+    assert set(ray.get(handle.info.remote())["networks"]) == {"net-a", "net-b"}
+
+
+def test_served_moves_equal_in_process_moves_at_a_fixed_seed(server, tmp_path):
+    """One worker sends the same batches the in-process search evaluates, so float32 answers are bit-identical."""
+    name, _ = server
+    cfg = config(num_games=6, parallel_games=3, agent="model:tiny+gumbel_8")
+    local_ctx = Context(tmp_path / "local", job_id="served-eq")
+    served_ctx = Context(tmp_path / "served", job_id="served-eq")
+    net = tiny_net(4)
+    # In process, the same network evaluated here (the job would load it from its checkpoint).
+    run_selfplay(cfg, local_ctx, lambda c, x: GameBatch(c, x, _make_agent(
+        c.agent_spec(), c, x, evaluator=NetworkEvaluator(net, x.games.load(c.board_type)))))
+    served_run(cfg, served_ctx, name, net, workers=1)
+    local = {r["game_id"]: (r["moves"], r["policies"]) for r in records(local_ctx, cfg)}
+    served = {r["game_id"]: (r["moves"], r["policies"]) for r in records(served_ctx, cfg)}
+    assert len(local) == 6 and local == served
+
+
+def test_served_only_where_asked_or_on_a_gpu_node_and_only_for_network_searches():
+    here = ray.get_runtime_context().get_node_id()  # the session cluster's nodes have no GPU
+    assert not wants_served(config(served=None), here)
+    assert wants_served(config(served=True), here)
+    assert not wants_served(config(served=False), here)
+    assert not wants_served(config(agent="mcts_8"), here), "rollouts have no network to serve"
+    assert json.loads(config().model_dump_json())["served"] is True
