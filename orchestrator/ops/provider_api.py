@@ -73,7 +73,8 @@ def _origin(url: str) -> str:
 
 
 # --- keys ------------------------------------------------------------------------------------
-def read_key(title: str, env_setting: str, env_name: str | None, file_setting: str, file_path: Path | None) -> str:
+def read_key(title: str, env_setting: str, env_name: str | None, file_setting: str | None = None,
+             file_path: Path | None = None) -> str:
     """The key from the environment variable or file the settings name; a named source that holds
     nothing is a 503 saying which."""
     if env_name:
@@ -248,14 +249,15 @@ def _tailscale(settings) -> list[Host]:
 
 
 def _aws(settings, now: Callable[[], dt.datetime]) -> list[Host]:
-    missing = [name for name in ("aws_access_key_id_env", "aws_secret_access_key_env") if not getattr(settings, name)]
-    if missing or not settings.aws_region:
-        missing += [] if settings.aws_region else ["aws_region"]
-        raise Unavailable(f"AWS: the EC2 API needs {', '.join(missing)} as well", provider="aws", missing=missing[0])
-    access_key = read_key("AWS", "aws_access_key_id_env", settings.aws_access_key_id_env, "", None)
-    secret_key = read_key("AWS", "aws_secret_access_key_env", settings.aws_secret_access_key_env, "", None)
-    token = (os.environ.get(settings.aws_session_token_env) or "").strip() or None if settings.aws_session_token_env \
-        else None  # temporary credentials come with one; long-term keys do not
+    missing = [name for name in ("aws_access_key_id_env", "aws_secret_access_key_env", "aws_region")
+               if not getattr(settings, name)]
+    if missing:
+        raise Unavailable(f"AWS: the EC2 API also needs {', '.join(missing)}", provider="aws", missing=missing[0])
+    access_key = read_key("AWS", "aws_access_key_id_env", settings.aws_access_key_id_env)
+    secret_key = read_key("AWS", "aws_secret_access_key_env", settings.aws_secret_access_key_env)
+    token = None  # temporary credentials come with a session token; long-term keys do not
+    if settings.aws_session_token_env:
+        token = read_key("AWS", "aws_session_token_env", settings.aws_session_token_env)
     endpoint = settings.aws_api_url or f"https://ec2.{settings.aws_region}.amazonaws.com"
     reservations: list[dict[str, Any]] = []
     next_token = None

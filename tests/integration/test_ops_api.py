@@ -2,7 +2,8 @@
 
 The git remote is a local bare repository; each node deploys its own clone. Provider CLIs are
 stand-in executables configured exactly as a real `vastai` would be (the seam is the configured
-command), printing the documented format.
+command), printing the documented format; provider HTTP APIs are a loopback HTTP server answering
+in the API's documented format (the seam is the configured base URL).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from orchestrator.store import NodeStore, node_db_path
 from tests.harness import GatewayHarness, free_port, wait_until
 from tests.harness import TestNode as HarnessNode  # aliased: pytest would try to collect a Test* class
 from tests.unit.test_git_ops import commit, deployed, git, make_origin
+from tests.unit.test_provider_api import FakeProvider
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "registry"
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +46,7 @@ class OpsCluster:
     author: Path  # a clone that pushes to the bare remote both nodes deploy from
     registry_yaml: Path  # the follower's
     vast_output: Path  # what the follower's stand-in `vastai` prints
+    tailscale_api: FakeProvider  # both nodes' Tailscale API, on loopback
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +58,26 @@ def ops(ray_cluster, tmp_path_factory):
     registry_yaml.parent.mkdir()
     registry_yaml.write_text((FIXTURES / "static_registry.yaml").read_text())
     tool, vast_output = _vast_tool(tmp_path)
+    tailscale_api = FakeProvider()
+    key_file = tmp_path / "tailscale_api_key"
+    key_file.write_text("tskey-api-ops\n")
     harness = GatewayHarness(ray_cluster, tmp_path)
     voters = ["ops-a", "ops-b"]
     try:
         a, b = (harness.start(name, harness.ray_node_id(i), voters=voters, git_repo_dir=deployed(tmp_path, remote, name),
                               git_timeout_s=20.0, git_rollout_health_timeout_s=ROLLOUT_HEALTH_TIMEOUT_S,
-                              registry_yaml=registry_yaml, vast_cli=tool, **TOLERANT_TIMINGS)
+                              registry_yaml=registry_yaml, vast_cli=tool, tailscale_api_key_file=key_file,
+                              tailscale_api_url=f"{tailscale_api.url}/api/v2", **TOLERANT_TIMINGS)
                 for i, name in enumerate(voters))
         leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
                             timeout_s=60, what="a leader")
         wait_until(lambda: all(n.peer_state(m.node_id) == "alive" for n in (a, b) for m in (a, b)), timeout_s=60,
                    what="peers alive")
         leader, follower = (a, b) if leader == a.node_id else (b, a)
-        yield OpsCluster(harness, leader, follower, author, registry_yaml, vast_output)
+        yield OpsCluster(harness, leader, follower, author, registry_yaml, vast_output, tailscale_api)
     finally:
         harness.close()
+        tailscale_api.close()
 
 
 def test_git_status_update_and_the_cluster_update(ops):
@@ -215,16 +223,28 @@ def test_registry_refresh_save_and_probe(ops):
         closed_port = sock.getsockname()[1]
     ops.vast_output.write_text(_vast_instances(node.settings.port, closed_port))
 
-    missing = node.post("/registry/update_tailscale")
-    assert missing.status_code == 503 and "tailscale_cli" in missing.json()["error"]
+    missing = node.post("/registry/update_aws")
+    assert missing.status_code == 503 and "aws_cli" in missing.json()["error"]
     assert node.post("/registry/update_vast", json={"argv": ["id"]}).json()["field"] == "argv"
     refreshed = node.post("/registry/update_vast").json()
     assert refreshed["host_count"] == 2 and refreshed["hosts"][0]["address"] == "127.0.0.1"
 
     providers = node.get("/registry/status").json()["providers"]
     assert [h["host_id"] for h in providers["static"]["hosts"]] == ["lab-box-1", "lab-box-2"], "read from the YAML"
-    assert providers["vast"]["refreshed_at"] and providers["tailscale"]["last_error"].startswith("Tailscale")
+    assert providers["vast"]["refreshed_at"] and providers["aws"]["last_error"].startswith("AWS is not configured")
     assert sum(h["state"] == "alive" for h in providers["ray_cluster"]["hosts"]) >= 3
+
+    # Tailscale through its HTTP API (configured, so used instead of a CLI): the key arrives as documented;
+    # an error answer becomes the provider's last error and its hosts stay as they were
+    ops.tailscale_api.routes["/api/v2/tailnet/-/devices"] = (200, (FIXTURES / "tailscale_api_devices.json").read_text())
+    devices = node.post("/registry/update_tailscale").json()
+    assert (devices["host_count"], devices["hosts"][0]["address"]) == (2, "100.71.74.78")
+    assert ops.tailscale_api.requests[-1]["headers"]["Authorization"] == "Bearer tskey-api-ops"
+    ops.tailscale_api.routes["/api/v2/tailnet/-/devices"] = (500, "upstream trouble")
+    failed = node.post("/registry/update_tailscale")
+    assert failed.status_code == 503 and failed.json()["error"] == "Tailscale: the API answered 500: upstream trouble"
+    tailscale = node.get("/registry/status").json()["providers"]["tailscale"]
+    assert (tailscale["host_count"], tailscale["last_error"]) == (2, failed.json()["error"])
 
     probe = node.post("/connectivity/probe_vast", json={"timeout_s": 5}).json()
     by_service = {r["service"]: r for r in probe["results"]}
