@@ -11,6 +11,14 @@ chosen games are replayed one at a time into memory-mapped sample files under
 `<data_dir>/cache/training/<job_id>/` (removed when the job ends, and by its next attempt after a
 crash), and training holds at most `max_samples_in_memory` samples at once.
 
+What survives a restart: every `checkpoint_interval_s` (at a progress report), and when asked to
+stop, the job saves its training state (weights, optimizer, step, and the files and games of its
+window) atomically under `<data_dir>/cache/resume/`. A later attempt of the same job (its task
+died, its node restarted, or a code update suspended it) reads the same window again and goes on
+from that step, over the same batches a run never interrupted would have drawn, and its result
+says from which step (`resumed_from_step`); a state it cannot trust or use is set aside with a
+`resume_note` and the run starts over.
+
 Every finished job reads its checkpoint back against the sha256 it wrote (`checkpoint_verified`)
 and ends with the model's record as its result, which its JobSupervisor keeps durably. A run
 started with `POST /training/start` carries no epoch: the registrar
@@ -31,7 +39,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -43,7 +51,8 @@ from orchestrator.learn.model_records import DataWindow, ModelRecord, game_ids_d
 from orchestrator.learn.nnue import NNUENet, NNUETrainConfig, load_nnue, positions_from_records, save_nnue, train_nnue
 from orchestrator.learn.training import (PolicyValueConfig, build_dataset, read_window, scan_window,
                                          train_policy_value)
-from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
+from orchestrator.nn.checkpoint import (CheckpointError, load_checkpoint, load_training_state, model_path,
+                                        remove_training_state, save_checkpoint, save_training_state)
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.records import game_files
@@ -53,6 +62,8 @@ MODEL_ID = r"^[A-Za-z0-9._-]{1,128}$"
 NODE_ID = r"^[A-Za-z0-9._-]{1,64}$"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 CACHE_DIR = "cache/training"  # under the data directory; not one of the synced trees
+RESUME_DIR = "cache/resume"  # likewise; one training state per job, kept across its attempts
+RESUME_SUFFIX = ".resume"  # /cleanup removes one as old as a stale partial download
 
 
 class TrainingJobConfig(BaseModel):
@@ -68,6 +79,9 @@ class TrainingJobConfig(BaseModel):
     window_games: int = Field(10_000, ge=1, le=10_000_000, description="train on this many newest games")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     report_every: int = Field(50, ge=1, le=1_000_000, description="report progress every this many steps")
+    checkpoint_interval_s: float = Field(60.0, ge=0, le=86_400, allow_inf_nan=False,
+                                         description="save the training state this often (at a progress report), "
+                                                     "so a restarted attempt goes on from there")
     max_samples_in_memory: int = Field(1_000_000, ge=1, le=1_000_000_000,
                                        description="training samples held at once; a larger window streams from a "
                                                    "memory-mapped cache on disk")
@@ -96,7 +110,8 @@ class TrainingJobConfig(BaseModel):
     def train_fields(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "lr": self.lr, "steps": self.steps, "epochs": self.epochs,
                 "seed": self.seed, "report_every": self.report_every,
-                "max_samples_in_memory": self.max_samples_in_memory}
+                "max_samples_in_memory": self.max_samples_in_memory,
+                "checkpoint_interval_s": self.checkpoint_interval_s}
 
 
 class PolicyValueJobConfig(TrainingJobConfig):
@@ -156,15 +171,20 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def newest_games(data_dir: str | Path, board_type: str, window_games: int) -> Window:
+def newest_games(data_dir: str | Path, board_type: str, window_games: int,
+                 only: Sequence[str] | None = None) -> Window:
     """The newest `window_games` games of `board_type` in this data directory.
 
     Files are taken newest first until their lines cover the window; if torn lines or duplicates
     leave it short, older files are added and the window is read again. Of the games read, the
-    newest by `finished_at` are kept."""
+    newest by `finished_at` are kept. `only` (paths relative to the data directory): read exactly
+    those files, as an earlier attempt of the run did, for the window it trained on."""
     root = Path(data_dir)
     files = _newest_first(root, board_type)
-    chosen: list[Path] = []
+    if only is not None:
+        wanted = set(only)
+        files = [path for path in files if path.relative_to(root).as_posix() in wanted]
+    chosen: list[Path] = [] if only is None else list(files)
     lines = 0
     while True:
         while lines < window_games and len(chosen) < len(files):
@@ -252,9 +272,9 @@ def _finish(ctx: JobContext, config: TrainingJobConfig, kind: str, model_id: str
             "skipped_note": _skipped_note(window.skipped, replay_skipped), "stopped": False}
 
 
-def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
+def _read(ctx: JobContext, config: TrainingJobConfig, only: Sequence[str] | None) -> Window:
     ctx.report({"phase": "reading", "board_type": config.board_type, "window_games": config.window_games})
-    window = newest_games(ctx.data_dir, config.board_type, config.window_games)
+    window = newest_games(ctx.data_dir, config.board_type, config.window_games, only)
     if not window.game_ids:
         where = job_directory(Path(ctx.data_dir), config.board_type, "_").parent
         raise ValueError(f"board_type: no self-play games for {config.board_type} under {where}")
@@ -266,9 +286,59 @@ def _read(ctx: JobContext, config: TrainingJobConfig) -> Window:
     return replace(window, data_window=replace(window.data_window, files=files))
 
 
-def _stopped(window: Window) -> dict[str, Any]:
-    return {"stopped": True, "registered": False, "registration": "stopped on request: nothing saved",
-            "games_read": len(window.game_ids), "skipped": window.skipped}
+def _stopped(window: Window, metrics: dict[str, Any], resume: "_Resume") -> dict[str, Any]:
+    # A stop may be a restart's suspension, which resumes the job: its state stays for that attempt.
+    return {"stopped": True, "registered": False,
+            "registration": f"stopped on request at step {metrics['steps']}: no model saved; the training state "
+                            f"stays for an attempt that resumes the job",
+            "games_read": len(window.game_ids), "skipped": window.skipped, **resume.outcome(metrics)}
+
+
+class _Resume:
+    """A run's training state across attempts, at `<data_dir>/cache/resume/<job_id>.resume`: what an
+    earlier attempt left (used only if it was saved by this same config, over a window this attempt
+    can read again exactly), and where this attempt saves its own. Removed once the model is saved;
+    a state left by a job that never finishes goes with `/cleanup` like a stale partial download."""
+
+    def __init__(self, ctx: JobContext, config: TrainingJobConfig) -> None:
+        self.path = Path(ctx.data_dir) / RESUME_DIR / f"{_UNSAFE.sub('_', ctx.job_id)[:128]}{RESUME_SUFFIX}"
+        self.config = config.model_dump(mode="json")
+        self.about: dict[str, Any] | None = None
+        self.state: dict[str, Any] | None = None
+        self.note: str | None = None
+        try:
+            loaded = load_training_state(self.path)
+        except CheckpointError as exc:
+            loaded, self.note = None, f"started over: the saved training state is unusable ({exc})"
+        if loaded is not None and loaded[0].get("config") != self.config:
+            loaded, self.note = None, "started over: the saved training state belongs to another config"
+        if loaded is not None:
+            self.about, self.state = loaded
+
+    def window(self, ctx: JobContext, config: TrainingJobConfig) -> Window:
+        """The saved state's window if it can be read again whole, else the newest games (and no state)."""
+        if self.about is not None:
+            try:
+                window = _read(ctx, config, self.about["files"])
+            except ValueError:
+                window = None
+            if window is not None and window.data_window.game_ids_digest == self.about["game_ids_digest"]:
+                ctx.report({"phase": "resuming", "step": self.state["step"]})
+                return window
+            self.about, self.state = None, None
+            self.note = "started over: the saved training state's games are no longer all here"
+        return _read(ctx, config, None)
+
+    def saver(self, window: Window) -> Callable[[dict[str, Any]], None]:
+        about = {"config": self.config, "files": [f.path for f in window.data_window.files],
+                 "game_ids_digest": window.data_window.game_ids_digest}
+        return lambda state: save_training_state(self.path, state, about)
+
+    def outcome(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"resumed_from_step": metrics.get("resumed_from_step", 0), "resume_note": self.note}
+
+    def finished(self) -> None:
+        remove_training_state(self.path)
 
 
 def run_training(config: PolicyValueJobConfig, ctx: JobContext) -> dict[str, Any]:
@@ -293,7 +363,8 @@ def _samples_cache(ctx: JobContext) -> Iterator[Path]:
 
 
 def _train_policy_value(config: PolicyValueJobConfig, ctx: JobContext, cache: Path) -> dict[str, Any]:
-    window = _read(ctx, config)
+    resume = _Resume(ctx, config)
+    window = resume.window(ctx, config)
     dataset = build_dataset(config.board_type, window.records(), games=ctx.games, cache_dir=cache,
                             capacity=window.positions)
     spec = ctx.games.spec(config.board_type)
@@ -306,10 +377,10 @@ def _train_policy_value(config: PolicyValueJobConfig, ctx: JobContext, cache: Pa
         model = PolicyValueNet(ResNetConfig.for_game(spec, config.blocks, config.channels))
     train = PolicyValueConfig(**config.train_fields(), value_weight=config.value_weight, device=ctx.device)
     base = {"games": len(dataset.game_ids), "positions": len(dataset)}
-    metrics = train_policy_value(model, dataset, train,
-                                 _reporter(ctx, ("loss", "policy_loss", "value_loss"), base))
+    metrics = train_policy_value(model, dataset, train, _reporter(ctx, ("loss", "policy_loss", "value_loss"), base),
+                                 resume=resume.state, save=resume.saver(window))
     if metrics["stopped"]:
-        return _stopped(window)
+        return _stopped(window, metrics, resume)
     model_id = _model_id(config, ctx)
     path = model_path(ctx.data_dir, model_id)
     ctx.report({"phase": "saving", "model_id": model_id})
@@ -317,21 +388,24 @@ def _train_policy_value(config: PolicyValueJobConfig, ctx: JobContext, cache: Pa
                              data_window=window.data_window.to_dict(),
                              extra={"training_config": config.model_dump(mode="json")})
     load_checkpoint(path, sha256)  # verified: the bytes on disk decode to a network and match the record
+    resume.finished()
     metrics.update(positions=len(dataset), positions_without_policy=dataset.positions_without_policy)
-    return _finish(ctx, config, "policy_value", model_id, path, sha256, window, list(dataset.game_ids), metrics,
-                   dataset.skipped)
+    return {**_finish(ctx, config, "policy_value", model_id, path, sha256, window, list(dataset.game_ids), metrics,
+                      dataset.skipped), **resume.outcome(metrics)}
 
 
 def _train_nnue(config: NNUEJobConfig, ctx: JobContext, cache: Path) -> dict[str, Any]:
-    window = _read(ctx, config)
+    resume = _Resume(ctx, config)
+    window = resume.window(ctx, config)
     samples = positions_from_records(config.board_type, window.records(), games=ctx.games, cache_dir=cache,
                                      capacity=window.positions)
     parent = _load_parent(ctx, config.parent, NNUENet) if config.parent else None
     train = NNUETrainConfig(**config.train_fields(), hidden=config.hidden, device=ctx.device)
     model, metrics = train_nnue(samples, train, _reporter(ctx, ("loss",), {"games": samples.games,
-                                                                           "positions": len(samples)}), parent)
+                                                                           "positions": len(samples)}), parent,
+                               resume=resume.state, save=resume.saver(window))
     if metrics["stopped"]:
-        return _stopped(window)
+        return _stopped(window, metrics, resume)
     model_id = _model_id(config, ctx)
     path = model_path(ctx.data_dir, model_id).with_suffix(".nnue")
     ctx.report({"phase": "saving", "model_id": model_id})
@@ -339,9 +413,10 @@ def _train_nnue(config: NNUEJobConfig, ctx: JobContext, cache: Path) -> dict[str
                        data_window=window.data_window.to_dict(),
                        extra={"training_config": config.model_dump(mode="json")})
     load_nnue(path, sha256)  # verified, as for the policy/value checkpoint
+    resume.finished()
     metrics.update(positions=len(samples))
-    return _finish(ctx, config, "nnue", model_id, path, sha256, window, list(samples.game_ids), metrics,
-                   samples.skipped)
+    return {**_finish(ctx, config, "nnue", model_id, path, sha256, window, list(samples.game_ids), metrics,
+                      samples.skipped), **resume.outcome(metrics)}
 
 
 TRAINING = JobType(name="training", config_model=PolicyValueJobConfig, run=run_training, wants_gpu=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from orchestrator.learn.samples import Column, SampleWriter
-from orchestrator.learn.training import TrainConfig, fit, loader_for, moves_in, replay_games
+from orchestrator.learn.training import SaveState, TrainConfig, fit, loader_for, moves_in, replay_games
 from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, lineage_metadata, write_payload
 from orchestrator.play.features import terminal_value
 from orchestrator.play.games import BUILTIN, GameCatalog
@@ -171,11 +171,15 @@ def train_nnue(
     config: NNUETrainConfig,
     report: Callable[[dict[str, Any]], bool] | None = None,
     model: NNUENet | None = None,
+    *,
+    resume: Mapping[str, Any] | None = None,
+    save: SaveState | None = None,
 ) -> tuple[NNUENet, dict[str, Any]]:
     """Fit a new NNUE (or continue `model`) to `samples` by MSE with Adam.
 
     `report(progress)` gets step, steps, loss, samples_per_s and eta_s every `report_every`
-    steps and at the end; a True answer stops training after that step.
+    steps and at the end; a True answer stops training after that step. `resume` and `save`: see
+    `orchestrator.learn.training.fit`.
     """
     if len(samples) == 0:
         raise ValueError("samples: no positions to train on")
@@ -189,7 +193,7 @@ def train_nnue(
         return loss, loss.detach().reshape(1)
 
     metrics = fit(model, loader_for((samples.observations, samples.targets), config), loss_fn, ("loss",), config,
-                  report)
+                  report, resume=resume, save=save)
     model.eval()
     return model, metrics
 

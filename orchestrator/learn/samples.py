@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterator, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -91,33 +91,49 @@ class BlockLoader:
     def streaming(self) -> bool:
         return self.samples > self.cap
 
-    def _load(self, ranges: Sequence[tuple[int, int]], carried: np.ndarray) -> tuple[tuple[torch.Tensor, ...],
-                                                                                    np.ndarray]:
-        """The carried rows plus the row ranges, on the device, and their row numbers."""
-        index = np.concatenate([carried, *(np.arange(a, b) for a, b in ranges)])
-        self.peak_resident = max(self.peak_resident, len(index))
-        block = tuple(torch.from_numpy(np.concatenate([np.asarray(c[carried]),
-                                                       *(np.asarray(c[a:b]) for a, b in ranges)])).to(self.device)
-                      for c in self.columns)
-        return block, index
+    def _load(self, ranges: Sequence[tuple[int, int]], carried: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The carried rows plus the row ranges, on the device (in `_index` order)."""
+        self.peak_resident = max(self.peak_resident, len(carried) + sum(b - a for a, b in ranges))
+        return tuple(torch.from_numpy(np.concatenate([np.asarray(c[carried]), *(np.asarray(c[a:b]) for a, b in ranges)]))
+                     .to(self.device) for c in self.columns)
 
-    def _serve(self, block: tuple[torch.Tensor, ...], index: np.ndarray) -> Generator[tuple[torch.Tensor, ...],
-                                                                                        None, np.ndarray]:
-        """The block's whole batches in a random order; returns the row numbers left over."""
+    @staticmethod
+    def _index(ranges: Sequence[tuple[int, int]], carried: np.ndarray) -> np.ndarray:
+        return np.concatenate([carried, *(np.arange(a, b) for a, b in ranges)])
+
+    def _serve(self, index: np.ndarray, load: Callable[[], tuple[torch.Tensor, ...]],
+               skip: list[int]) -> Generator[tuple[torch.Tensor, ...], None, np.ndarray]:
+        """The block's whole batches in a random order, less the first `skip[0]` of them (counted
+        down: a resumed run passes over the batches it already trained on, drawing the same random
+        orders, and loads no block all of whose batches it passes over); returns the row numbers
+        left over."""
         order = torch.randperm(len(index), generator=self.generator)
         full = len(index) - len(index) % self.batch
-        on_device = order.to(self.device)
-        for start in range(0, full, self.batch):
-            rows = on_device[start:start + self.batch]
-            yield tuple(t.index_select(0, rows) for t in block)
+        passed = min(skip[0], full // self.batch)
+        skip[0] -= passed
+        if passed < full // self.batch:
+            block = load()
+            on_device = order.to(self.device)
+            for start in range(passed * self.batch, full, self.batch):
+                rows = on_device[start:start + self.batch]
+                yield tuple(t.index_select(0, rows) for t in block)
         return index[order[full:].numpy()]
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(self, skip: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Endless minibatches; `skip` leaves out the first ones, exactly the ones a loader with the
+        same seed would have served first."""
         none = np.empty(0, dtype=np.int64)
+        left = [skip]
         if not self.streaming:
-            block, index = self._load([(0, self.samples)], none)
+            whole = [(0, self.samples)]
+            index, loaded = self._index(whole, none), []
+
+            def load() -> tuple[torch.Tensor, ...]:
+                if not loaded:  # once: the whole dataset stays on the device
+                    loaded.append(self._load(whole, none))
+                return loaded[0]
             while True:
-                yield from self._serve(block, index)
+                yield from self._serve(index, load, left)
         chunks = math.ceil(self.samples / self.chunk)
         bounds = [(c * self.chunk, min((c + 1) * self.chunk, self.samples)) for c in range(chunks)]
         while True:
@@ -132,6 +148,6 @@ class BlockLoader:
                 if not picked:  # the carried rows leave no room for a chunk: they sit out this epoch
                     carried = none
                     continue
-                block, index = self._load(sorted(picked), carried)  # sorted: sequential reads from the files
-                carried = yield from self._serve(block, index)
-                del block  # before the next block is read, so two are never held at once
+                picked.sort()  # sequential reads from the files
+                carried = yield from self._serve(self._index(picked, carried),
+                                                 lambda p=picked, c=carried: self._load(p, c), left)

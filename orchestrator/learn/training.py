@@ -14,7 +14,8 @@ compared with a bare PyTorch loop over the same tensors); a larger one is read a
 The loss is read back to the host (a device sync) only when progress is reported.
 
 Nothing here writes files but the caller's sample cache: what survives a failure is what the
-caller saved (see `orchestrator.nn.checkpoint`). `scan_window` records exactly which files, by
+caller saved (see `orchestrator.nn.checkpoint`), the finished network and the training state `fit`
+hands to its `save` now and then, from which a restarted run goes on. `scan_window` records exactly which files, by
 sha256, the data came from, for the model's lineage, and keeps only a small index of their games;
 `read_window` reads the chosen games again, one at a time.
 """
@@ -37,6 +38,7 @@ from orchestrator.play.games import BUILTIN, GameCatalog
 from orchestrator.play.records import ReadStats, read_games
 
 Report = Callable[[dict[str, Any]], bool]
+SaveState = Callable[[dict[str, Any]], None]
 LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -61,6 +63,7 @@ class TrainConfig:
     device: str = "cpu"
     report_every: int = 50
     max_samples_in_memory: int = 1_000_000  # rows held at once; a larger dataset streams from its cache
+    checkpoint_interval_s: float = 60.0  # `fit` hands its state to `save` at a report this long after the last
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "report_every", "max_samples_in_memory"):
@@ -77,6 +80,9 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise ValueError("weight_decay: must be a non-negative number")
+        if not (isinstance(self.checkpoint_interval_s, (int, float)) and math.isfinite(self.checkpoint_interval_s)
+                and self.checkpoint_interval_s >= 0):
+            raise ValueError("checkpoint_interval_s: must be a non-negative number")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError("optimizer: must be adam or sgd")
 
@@ -123,24 +129,50 @@ def loader_for(columns: Sequence[np.ndarray], config: TrainConfig) -> BlockLoade
     return BlockLoader(columns, config.batch_size, config.max_samples_in_memory, config.device, config.seed)
 
 
+def training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                   first: Mapping[str, float]) -> dict[str, Any]:
+    """What `fit` needs to go on from `step` exactly as if it had never stopped (with the same loader
+    seed): the weights, the optimizer's moments, the step and the first reported losses, on the host."""
+    def host(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().clone()
+        if isinstance(value, dict):
+            return {k: host(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [host(v) for v in value]
+        return value
+    return {"step": step, "model": host(model.state_dict()), "optimizer": host(optimizer.state_dict()),
+            "first": dict(first)}
+
+
 def fit(model: torch.nn.Module, loader: BlockLoader, loss_fn: LossFn, loss_names: Sequence[str],
-        config: TrainConfig, report: Report | None = None) -> dict[str, Any]:
+        config: TrainConfig, report: Report | None = None, *, resume: Mapping[str, Any] | None = None,
+        save: SaveState | None = None) -> dict[str, Any]:
     """Minimise `loss_fn(*batch) -> (loss, parts)` over the loader's minibatches. `parts` is a
     detached 1-d tensor, one entry per name in `loss_names`, averaged over each reporting window.
     Stops early when `report` returns True; raises TrainingDiverged when a window's loss is not
-    finite."""
+    finite.
+
+    `save(state)` gets a `training_state` at a report once `checkpoint_interval_s` passed since the
+    last one, and at a stop; given such a state as `resume`, the run continues from its step with
+    its weights and optimizer, over the batches a run never stopped would have drawn next."""
     samples, batch = loader.samples, loader.batch
     total = config.total_steps(samples)
     optimizer = make_optimizer(model, config)
+    step = 0
+    first: dict[str, float] = {}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        step, first = int(resume["step"]), dict(resume["first"])
+    resumed_from = step
     model.train()
-    batches = loader.batches()
+    batches = loader.batches(skip=step)
     window = torch.zeros(len(loss_names), device=config.device)
     window_steps = 0
-    first: dict[str, float] = {}
     final: dict[str, float] = {}
-    started = last = time.perf_counter()
+    started = last = saved = time.perf_counter()
     stopped = False
-    step = 0
     while step < total:
         loss, parts = loss_fn(*next(batches))
         optimizer.zero_grad(set_to_none=True)
@@ -155,7 +187,7 @@ def fit(model: torch.nn.Module, loader: BlockLoader, loss_fn: LossFn, loss_names
                 raise TrainingDiverged(f"loss became non-finite by step {step}: {dict(zip(loss_names, values))}; "
                                        f"lower lr (now {config.lr})")
             now = time.perf_counter()
-            rate = step * batch / (now - started) if now > started else 0.0
+            rate = (step - resumed_from) * batch / (now - started) if now > started else 0.0
             progress = {"step": step, "steps": total, **dict(zip(loss_names, values)),
                         "samples_per_s": rate, "window_samples_per_s": window_steps * batch / max(now - last, 1e-9),
                         "eta_s": (total - step) * batch / rate if rate else None}
@@ -163,20 +195,26 @@ def fit(model: torch.nn.Module, loader: BlockLoader, loss_fn: LossFn, loss_names
             first = first or final
             window.zero_()
             window_steps, last = 0, now
-            if report is not None and report(progress) and step < total:
+            stopping = report is not None and report(progress) and step < total
+            if save is not None and step < total and (stopping or now - saved >= config.checkpoint_interval_s):
+                save(training_state(model, optimizer, step, first))
+                saved = time.perf_counter()
+            if stopping:
                 stopped = True
                 break
     elapsed = time.perf_counter() - started
     model.eval()
+    trained = step - resumed_from
     return {
         "steps": step,
+        "resumed_from_step": resumed_from,
         "samples_seen": step * batch,
         "dataset_samples": samples,
         "batch_size": batch,
         "max_samples_in_memory": loader.cap,
         "peak_samples_in_memory": loader.peak_resident,
         "elapsed_s": elapsed,
-        "samples_per_s": step * batch / elapsed if elapsed > 0 else 0.0,
+        "samples_per_s": trained * batch / elapsed if elapsed > 0 else 0.0,
         "stopped": stopped,
         **{f"initial_{name}": value for name, value in first.items()},
         **{f"final_{name}": value for name, value in final.items()},
@@ -363,18 +401,21 @@ def policy_value_loss(model: torch.nn.Module, value_weight: float) -> LossFn:
 
 
 def train_policy_value(model: torch.nn.Module, dataset: PolicyValueDataset, config: PolicyValueConfig,
-                       report: Report | None = None) -> dict[str, Any]:
+                       report: Report | None = None, *, resume: Mapping[str, Any] | None = None,
+                       save: SaveState | None = None) -> dict[str, Any]:
     """Train `model` (a `PolicyValueNet`, or anything with forward(obs) -> (logits, values)) in place.
 
     `report(progress)` receives step, steps, loss, policy_loss, value_loss, samples_per_s and
     eta_s every `report_every` steps and at the end; returning True stops after that step.
-    Returns metrics: steps, samples seen, samples/s, initial and final losses, whether stopped."""
+    Returns metrics: steps, samples seen, samples/s, initial and final losses, whether stopped.
+    `resume` and `save`: see `fit`."""
     if len(dataset) == 0:
         raise ValueError("dataset: no positions with a search distribution to train on")
     torch.manual_seed(config.seed)
     model.to(config.device)
     return fit(model, loader_for((dataset.observations, dataset.policies, dataset.values), config),
-               policy_value_loss(model, config.value_weight), ("loss", "policy_loss", "value_loss"), config, report)
+               policy_value_loss(model, config.value_weight), ("loss", "policy_loss", "value_loss"), config, report,
+               resume=resume, save=save)
 
 
 # -- lineage -----------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ renamed, so a reader sees the old file or the whole new one, never half of one. 
 bytes is returned (the model registry keeps it) and written beside the file as `<name>.sha256`;
 loading recomputes it and refuses a file whose digest differs from the expected one.
 
+A training run also leaves a resume state now and then (`save_training_state`): its weights,
+optimizer moments and step with what it was training on, written the same atomic, sidecar-checked
+way, so a restarted run reads either a whole state it can trust or none.
+
 Registered models live at `<data_dir>/models/<model_id>.pt` (`model_path`), which is where the
 self-play job looks for `model:<id>` agents unless its context brings its own loader.
 """
@@ -30,6 +34,7 @@ from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "resnet"
+TRAINING_STATE = "training_state"  # a payload's `architecture` for a resume state, not a network
 SIDECAR_SUFFIX = ".sha256"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -139,3 +144,46 @@ def load_checkpoint(
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     return Checkpoint(model=model, config=config, metadata=payload["metadata"], sha256=actual)
+
+
+def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], about: Mapping[str, Any]) -> str:
+    """Write a training run's resume state (`orchestrator.learn.training.training_state`) atomically,
+    with `about` (plain JSON: what run and data it belongs to); returns the sha256."""
+    try:
+        about = json.loads(json.dumps(dict(about)))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"training state description must be JSON-serialisable: {exc}") from None
+    return write_payload(path, {"format": FORMAT_VERSION, "architecture": TRAINING_STATE, "about": about,
+                                "state": dict(state)})
+
+
+def load_training_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(about, state) of a resume state checked against its sidecar digest; None if there is none.
+    CheckpointError for one that is torn, corrupt or of another format."""
+    target = Path(path)
+    sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
+    if not target.exists() and not sidecar.exists():
+        return None
+    if not sidecar.is_file():
+        raise CheckpointError(f"training state {target} has no {sidecar.name} beside it")
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"training state {target} is gone but its {sidecar.name} is there") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sidecar.read_text().strip():
+        raise CheckpointError(f"training state {target} does not match its {sidecar.name}")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for undecodable payloads
+        raise CheckpointError(f"training state {target} cannot be decoded: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION \
+            or payload.get("architecture") != TRAINING_STATE:
+        raise CheckpointError(f"{target} is not a format-{FORMAT_VERSION} training state")
+    return payload["about"], payload["state"]
+
+
+def remove_training_state(path: str | os.PathLike[str]) -> None:
+    target = Path(path)
+    target.unlink(missing_ok=True)
+    target.with_name(target.name + SIDECAR_SUFFIX).unlink(missing_ok=True)

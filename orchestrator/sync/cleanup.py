@@ -1,9 +1,9 @@
 """Disk cleanup inside one node's data directory.
 
 Removes what is safe to lose: temp files of interrupted atomic writes (`*.tmp`), partial
-downloads (`*.partial`) past their age, and self-play data past the retention window when one
-is set. It never follows a symlink, never leaves the data directory and never touches the node's
-state database.
+downloads (`*.partial`) and training states left for a resume (`*.resume`) past their age, and
+self-play data past the retention window when one is set. It never follows a symlink, never leaves
+the data directory and never touches the node's state database.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from orchestrator.sync.paths import is_inside
 
 DAY_S = 86400.0
 TEMP_SUFFIXES = (".tmp",)
-PARTIAL_SUFFIXES = (".partial",)
+# downloads, and training states with their digests: what a later attempt goes on from
+PARTIAL_SUFFIXES = (".partial", ".resume", ".resume.sha256")
 RETAINED_TREES = ("selfplay",)
 
 
