@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.bootstrap import jobs_actor
 from actors.naming import root_cause
+from actors.sync_leader import SyncTimedOut
 from orchestrator.cluster.placement import pick_training_node
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.gateway.dispatch import start_job_on
@@ -73,7 +74,8 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
     target = _target(node, args.node_id)
     run = {"run_id": run_id, "job_id": run_id, "job_type": job_type, "model_kind": model_kind, "model_id": model_id,
            "node_id": target, "board_type": args.board_type, "config": config, "request": request,
-           "created_at": time.time(), "epoch": epoch, "leader_id": node.node_id}
+           "created_at": time.time(), "epoch": epoch, "leader_id": node.node_id,
+           "start_tries": (existing or {}).get("start_tries", 0) + 1, "data_sync_id": _sync_id(run_id, existing, target)}
     written = await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))  # refused unless we lead
     if written["epoch"] != epoch:  # a newer term of ours than the cached view: commission the run under it
         epoch = written["epoch"]
@@ -85,17 +87,29 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
         await start_job_on(node, target, run_id, job_type, run["config"], epoch)
     except Exception as exc:  # keep the run, and why it has no job, visible in /training/status
         run["start_error"] = f"{type(exc).__name__}: {root_cause(exc)}"
+        run["data_sync_timed_out"] = isinstance(root_cause(exc), SyncTimedOut)
         await node.call(node.actors.election.leader_write.remote(RUNS, run_id, run))
         raise
     await node.refresh()
     return _started(run, created=True)
 
 
+def _sync_id(run_id: str, previous: dict[str, Any] | None, target: str) -> str:
+    """A retried start waits again for a copy that only ran out of time (its files are still on the
+    way, and a second copy of them must not race the first); after one that failed, or toward
+    another node, it plans a fresh one."""
+    if previous is None:
+        return f"{run_id}:data"
+    if previous.get("data_sync_timed_out") and previous["node_id"] == target:
+        return previous["data_sync_id"]
+    return f"{run_id}:data-{previous.get('start_tries', 1) + 1}"
+
+
 async def _gather_window(node, run: dict[str, Any]) -> dict[str, Any]:
     """The window comes from every node's self-play: the leader's SyncActor copies the board's files
     the training node lacks there first, as `POST /sync/training` does (same actor method, training
     priority), and waits. The job's own gather then finds them there, with the node each came from."""
-    sync_id = f"{run['run_id']}:data"
+    sync_id = run["data_sync_id"]
     try:
         answer = await asyncio.wait_for(node.actors.sync.sync_training.remote(
             run["board_type"], run["node_id"], sync_id, TRAINING_SYNC_TIMEOUT_S),

@@ -2,6 +2,8 @@
 starts: self-play games exist only on one follower, training is placed on the other, and the run
 shows the leader's planned sync (training priority) put them there, with the lineage naming the
 node each file came from. Real nodes: own data dirs, real gateways, real Ray actors."""
+import os
+
 from actors.sync import JOB_PREFIX
 from orchestrator.store import NodeStore, node_db_path
 from orchestrator.sync.plan import PRIORITY_TRAINING
@@ -75,3 +77,27 @@ def test_the_leader_moves_a_training_window_from_the_selfplay_node_to_the_traini
     assert again.status_code == 200 and again.json()["created"] is False, again.text
     nothing = _ask(player, "/sync/training", {"board_type": BOARD, "node_id": trainer.node_id})
     assert nothing.status_code == 200 and nothing.json()["files_total"] == 0, nothing.text
+
+    # A window file that does not arrive (its bytes rotted at the source after its digest was taken)
+    # fails the start naming it; the run keeps why, and the same request again plans a fresh copy.
+    rotten = player.settings.node_dir() / f"selfplay/{BOARD}/rot/games.jsonl"
+    rotten.parent.mkdir(parents=True)
+    rotten.write_bytes(b"x" * 4096)
+    assert player.post("/refresh_manifest").status_code == 200
+    stat = rotten.stat()
+    rotten.write_bytes(b"y" * 4096)
+    os.utime(rotten, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: the cached digest stays
+    body = {"board_type": BOARD, "node_id": trainer.node_id, "steps": 2, "batch_size": 16, "window_games": 12,
+            "run_id": "rot-run"}
+    failed = leader.post("/training/start", json=body)
+    assert failed.status_code == 503 and f"selfplay/{BOARD}/rot/games.jsonl" in failed.json()["error"], failed.text
+    assert "sha256 mismatch" in failed.json()["error"]
+    run = leader.get("/training/status", params={"run_id": "rot-run"}).json()["run"]
+    assert "did not reach" in run["start_error"] and run["job"] is None, run  # no job was started
+    rotten.unlink()
+    assert player.post("/refresh_manifest").status_code == 200
+    retried = leader.post("/training/start", json=body)
+    assert retried.status_code == 200 and retried.json()["created"] is True, retried.text
+    run = leader.get("/training/status", params={"run_id": "rot-run"}).json()["run"]
+    assert run["data_sync"]["sync_id"] == "rot-run:data-2" and run["data_sync"]["files_total"] == 0
+    assert "start_error" not in run and run["start_tries"] == 2
