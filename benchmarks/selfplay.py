@@ -5,16 +5,17 @@ One run, one set of start positions (seeded random openings):
   (a) network MCTS self-play, every game's leaves batched into one forward pass per round
   (b) the same agent and games, one leaf per network call
   (c) the bare network on random inputs at (a)'s batch size: the ceiling for (a)
-  (d) rollout MCTS (`mcts_<sims>`, no network) against OpenSpiel's Python MCTSBot with
-      RandomRolloutEvaluator, one position at a time, same simulation and rollout counts;
-      OpenSpiel's C++ MCTSBot is shown for reference
+  (d) rollout MCTS (`mcts_<sims>`, no network) against OpenSpiel's Python and C++ MCTSBot with
+      RandomRolloutEvaluator, one position at a time, same simulation and rollout counts, the
+      three interleaved position by position, medians over `--rollout-repeats` rounds
   (e) tree reuse: network PUCT (with self-play's Dirichlet noise) and Gumbel self-play with and
       without reuse at the same budget (root visits per move, carried ones included), the same
       games and start positions, runs interleaved: simulations carried over per move and the
       ratio of positions/s
 
 Targets: (a)/(b) >= 3x and (a)/(c) >= 0.6 on leaf evaluations per second (each self-play
-position costs `sims` leaf evaluations plus its root), and (d) ours/Python >= 2x simulations/s.
+position costs `sims` leaf evaluations plus its root), and (d) ours/Python >= 2x and ours/C++ >= 1x
+simulations/s.
 
     .venv/bin/python benchmarks/selfplay.py                 # CPU, about a minute on 2 cores
     .venv/bin/python benchmarks/selfplay.py --device cuda   # GPU: larger batches pay off more
@@ -133,27 +134,39 @@ def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int
     return best
 
 
-def rollout_comparison(game: pyspiel.Game, board_type: str, positions: list[pyspiel.State], sims: int, seed: int) -> dict[str, float]:
+def rollout_comparison(
+    game: pyspiel.Game, board_type: str, positions: list[pyspiel.State], sims: int, seed: int, repeats: int
+) -> dict[str, float]:
+    """(d): medians over `repeats` rounds of simulations/s (wall clock) and of the per-round ratios
+    ours / OpenSpiel, by wall clock and by this thread's CPU time (which other processes' load
+    disturbs less). Each round has fresh bots seeded `seed + round` and interleaves the three
+    position by position, so load from other processes falls on all three alike."""
     spec = BUILTIN.spec(board_type)
-    ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(spec.num_players, seed=seed), MCTSConfig(sims), seed=seed)
-    python_bot = openspiel_mcts.MCTSBot(
-        game, 2.0, sims, openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed)),
-        random_state=np.random.RandomState(seed),
-    )
-    cpp_bot = pyspiel.MCTSBot(game, pyspiel.RandomRolloutEvaluator(1, seed), 2.0, sims, 1000, False, seed, False)
-    steps = {"ours": lambda s: ours.select_many([s]), "openspiel_python": python_bot.step, "openspiel_cpp": cpp_bot.step}
-    seconds = dict.fromkeys(steps, 0.0)
-    # Interleaved position by position, so load from other processes falls on all three alike.
-    for state in positions:
-        for name, step in steps.items():
-            started = time.perf_counter()
-            step(state)
-            seconds[name] += time.perf_counter() - started
-    rates = {name: sims * len(positions) / elapsed for name, elapsed in seconds.items()}
-    started = time.perf_counter()
-    ours.select_many(positions)
-    rates["ours_lockstep"] = sims * len(positions) / (time.perf_counter() - started)
-    return rates
+    rounds: dict[str, list[float]] = {}
+    for r in range(repeats):
+        ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(spec.num_players, seed=seed + r), MCTSConfig(sims), seed=seed + r)
+        python_bot = openspiel_mcts.MCTSBot(
+            game, 2.0, sims, openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed + r)),
+            random_state=np.random.RandomState(seed + r),
+        )
+        cpp_bot = pyspiel.MCTSBot(game, pyspiel.RandomRolloutEvaluator(1, seed + r), 2.0, sims, 1000, False, seed + r, False)
+        steps = {"ours": lambda s: ours.select_many([s]), "openspiel_python": python_bot.step, "openspiel_cpp": cpp_bot.step}
+        wall, cpu = dict.fromkeys(steps, 0.0), dict.fromkeys(steps, 0.0)
+        for state in positions:
+            for name, step in steps.items():
+                started, started_cpu = time.perf_counter(), time.thread_time()
+                step(state)
+                cpu[name] += time.thread_time() - started_cpu
+                wall[name] += time.perf_counter() - started
+        started = time.perf_counter()
+        ours.select_many(positions)
+        wall["ours_lockstep"] = time.perf_counter() - started
+        for name, elapsed in wall.items():
+            rounds.setdefault(name, []).append(sims * len(positions) / elapsed)
+        for other in ("openspiel_python", "openspiel_cpp"):
+            rounds.setdefault(f"vs_{other}", []).append(wall[other] / wall["ours"])
+            rounds.setdefault(f"vs_{other}_cpu", []).append(cpu[other] / cpu["ours"])
+    return {name: float(np.median(values)) for name, values in rounds.items()}
 
 
 def verdict(value: float, target: float) -> str:
@@ -173,6 +186,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of (a) and (b); the best counts")
     parser.add_argument("--rollout-sims", type=int, default=200)
     parser.add_argument("--rollout-positions", type=int, default=12)
+    parser.add_argument("--rollout-repeats", type=int, default=5, help="interleaved rounds of (d); medians count")
     # Half the cores: OpenMP workers spin while they wait, and on a small or shared machine a thread
     # per core collapses throughput as soon as anything else runs (measured 100x on 2 busy cores).
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch CPU threads")
@@ -180,6 +194,7 @@ def main() -> None:
     parser.add_argument("--parts", default="throughput,rollout,reuse",
                         help="comma-separated: throughput (a)-(c), rollout (d), reuse (e)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--served-workers", type=int, default=None, help="(f): search workers (default: CPUs minus one)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
@@ -197,19 +212,22 @@ def main() -> None:
         throughput(args, game, spec, net, starts)
     if "rollout" in parts:
         rollout_positions = openings(game, args.rollout_positions, args.seed + 1, max_random_plies=20)
-        rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed)
+        rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed,
+                                   args.rollout_repeats)
         print()
         print(f"rollout MCTS, {args.rollout_sims} simulations x 1 random rollout, "
-              f"{len(rollout_positions)} positions one at a time:")
+              f"{len(rollout_positions)} positions one at a time, median of {args.rollout_repeats} interleaved rounds:")
         for name in ("ours", "openspiel_python", "openspiel_cpp", "ours_lockstep"):
             label = {"ours_lockstep": "ours, all positions in one select_many"}.get(name, name)
             print(f"  {label:40}{rates[name]:10.0f} simulations/s")
-        ours_vs_python = rates["ours"] / rates["openspiel_python"]
-        print(f"  rollout mcts vs OpenSpiel Python MCTS:  {ours_vs_python:5.2f}x  (target >= 2)    "
-              f"{verdict(ours_vs_python, 2.0)}")
-        print(f"  rollout mcts vs OpenSpiel C++ MCTS:     {rates['ours'] / rates['openspiel_cpp']:5.2f}x  (reference)")
+        for other, name, target in (("openspiel_python", "Python", 2.0), ("openspiel_cpp", "C++", 1.0)):
+            ratio = rates[f"vs_{other}"]
+            print(f"  rollout mcts vs OpenSpiel {name + ' MCTS:':12}{ratio:5.2f}x  (CPU time {rates[f'vs_{other}_cpu']:4.2f}x)  "
+                  f"(target >= {target:g})  {verdict(ratio, target)}")
     if "reuse" in parts:
         tree_reuse(args, game, net, starts)
+    if "served" in parts:
+        served_throughput(args, game, spec, net)
 
 
 def tree_reuse(args: argparse.Namespace, game: pyspiel.Game, net: PolicyValueNet, starts: list[pyspiel.State]) -> None:
@@ -270,6 +288,67 @@ def throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: PolicyVa
     batched_vs_ceiling = batched["evals_per_s"] / ceiling
     print(f"  (a)/(b) batched vs one leaf per call:   {batched_vs_single:5.2f}x  (target >= 3)    {verdict(batched_vs_single, 3.0)}")
     print(f"  (a)/(c) batched vs bare network:        {batched_vs_ceiling:5.2f}   (target >= 0.6)  {verdict(batched_vs_ceiling, 0.6)}")
+
+
+def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: PolicyValueNet) -> None:
+    """(f) served: the whole node's self-play leaf evals/s through the inference server vs (c) at its mean batch.
+
+    A local Ray instance, the node's InferenceServer (on --device, --threads torch threads), and
+    the self-play job loop with `ServedGames`: `--served-workers` search workers (default: CPUs
+    minus one), each playing --games games of mcts_<sims> cut after --plies moves. Workers start
+    before the clock does; the figure is leaves over the job's own elapsed time.
+    """
+    import tempfile
+
+    import ray
+
+    from actors.inference import start_inference_server
+    from actors.naming import NAMESPACE, inference_name
+    from actors.selfplay_workers import ServedGames
+    from orchestrator.nn.serving import ServingConfig
+    from orchestrator.play.selfplay import SelfplayConfig, run_selfplay
+
+    class BenchContext:  # the JobContext a job task would give: progress kept, never asked to stop
+        job_id, node_id, attempt, games, device = "bench-served", "bench", 1, BUILTIN, "cpu"
+
+        def __init__(self, data_dir: str) -> None:
+            self.data_dir = Path(data_dir)
+
+        def report(self, progress: dict) -> bool:
+            return False
+
+    workers = args.served_workers or max(1, (os.cpu_count() or 2) - 1)
+    # A Ray instance of its own ("local"), never a cluster that happens to run on this machine.
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE,
+             logging_level="ERROR")
+    try:
+        server = start_inference_server("bench", ray.get_runtime_context().get_node_id(),
+                                        ServingConfig(cpu_threads=args.threads), device=args.device)
+        config = SelfplayConfig(board_type=args.board_type, agent=f"model:bench+mcts_{args.sims}", served=True,
+                                num_games=args.games * workers * 2, parallel_games=args.games, max_moves=args.plies,
+                                seed=args.seed, games_per_file=10_000)
+        with tempfile.TemporaryDirectory() as data_dir:
+            ctx = BenchContext(data_dir)
+            games = ServedGames(config, ctx, net, workers=workers, server_name=inference_name("bench"))
+            ray.get([handle.advance.remote([]) for handle in games._workers.values()])  # started and warm
+            result = run_selfplay(config, ctx, lambda c, x: games)
+        stats = ray.get(server.info.remote())["networks"]["bench"]
+        ray.kill(server, no_restart=True)
+    finally:
+        ray.shutdown()
+    served_rate = result["eval_leaves"] / result["elapsed_s"]
+    batch = max(1, round(stats["mean_batch"]))
+    ceiling = bare_network(NetworkEvaluator(net, game, device=args.device), spec.observation_shape, batch, seconds=3.0)
+    print()
+    print(f"(f) served: {workers} search workers x {args.games} games, mcts_{args.sims}, {args.plies} plies per game, "
+          f"one InferenceServer ({args.threads} torch threads)")
+    print(f"  (a) served self-play, whole node:       {served_rate:8.0f} leaf evals/s  ({result['positions_per_s']:.1f} "
+          f"positions/s, {result['elapsed_s']:.1f} s)")
+    print(f"  server batches: mean {stats['mean_batch']:.1f} rows, {stats['requests_per_batch']:.2f} requests per batch, "
+          f"largest {stats['largest_batch']:.0f}")
+    print(f"  (c) bare network at batch {batch}:        {ceiling:8.0f} leaf evals/s")
+    ratio = served_rate / ceiling
+    print(f"  (a)/(c) served vs bare network:         {ratio:5.2f}   (target >= 0.6)  {verdict(ratio, 0.6)}")
 
 
 if __name__ == "__main__":
