@@ -15,6 +15,7 @@ holds the node's GPU on Ray's books, and a 0-GPU actor still sees the node's dev
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,9 @@ class InferenceServer:
         # A checkpoint loader may hand over a checkpoint holding the module rather than the module.
         return self.core.load(key, getattr(loaded, "model", loaded))
 
-    async def evaluate(self, key: str, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return await self.core.evaluate(key, observations)
+    async def evaluate(self, key: str, observations: np.ndarray, client: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        return await self.core.evaluate(key, observations, client)
 
     async def unload(self, key: str) -> bool:
         return self.core.unload(key)
@@ -79,6 +81,7 @@ class InferenceClient:
         self.retries = 0
         self.reloads = 0
         self._server = None
+        self.client_id = uuid.uuid4().hex  # lets the server see when every client is already waiting
 
     def _handle(self) -> Any:
         if self._server is None:
@@ -92,7 +95,7 @@ class InferenceClient:
         deadline = time.monotonic() + self.retry_s
         while True:
             try:
-                logits, values = ray.get(self._handle().evaluate.remote(self.key, observations))
+                logits, values = ray.get(self._handle().evaluate.remote(self.key, observations, self.client_id))
                 return logits, values
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(root_cause(exc), UnknownNetwork):

@@ -28,6 +28,7 @@ from actors.inference import InferenceClient, start_inference_server
 from actors.naming import inference_name, pinned, root_cause
 from orchestrator.cluster.job_types import JobContext
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
+from orchestrator.nn.serving import ServingConfig
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.play.selfplay import GameBatch, SearchTally, SelfplayConfig, _make_agent, run_selfplay
 from orchestrator.play.served import ServedEvaluator
@@ -104,7 +105,8 @@ class ServedGames:
         self.job = WorkerJob(ctx.job_id, ctx.node_id, ctx.attempt, Path(ctx.data_dir), ctx.games)
         self.server_name = server_name or inference_name(ctx.node_id)
         if server_name is None:
-            start_inference_server(ctx.node_id, self.ray_node_id)
+            start_inference_server(ctx.node_id, self.ray_node_id,
+                                   ServingConfig(max_batch=config.served_max_batch, max_wait_s=config.served_max_wait_s))
         self.key = config.agent_spec().model_id
         # On the CPU wherever it was loaded: the server moves it to its device.
         self.module_ref = ray.put(getattr(module, "model", module).to("cpu"))

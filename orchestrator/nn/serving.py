@@ -5,7 +5,9 @@ waits for the network's raw outputs. `DynamicBatcher` queues such requests and r
 pass over the concatenation of as many whole requests as fit in `max_batch` rows, as soon as
 that many rows are waiting or the oldest request has waited `max_wait_s`, whichever comes first.
 Requests that arrive while a forward pass runs are batched into the next one, so the longer a pass
-takes, the larger the next batch becomes without any waiting at all.
+takes, the larger the next batch becomes without any waiting at all. A request may name its client:
+when every client heard from in the last `CLIENT_ACTIVE_S` already has a request waiting, nobody
+else is coming and the batch runs at once (a lone worker never pays the wait).
 
 `NetworkServer` keeps one batcher per network key (several models served at once, for example a
 tournament between two), each with its own thread for the forward pass, so that the event loop
@@ -24,7 +26,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from orchestrator.nn.resnet import PolicyValueNet, inference_copy
 DEFAULT_MAX_BATCH = 1024  # rows (leaf observations) per forward pass
 DEFAULT_MAX_WAIT_S = 0.002  # how long the oldest request may wait for others to join its batch
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+CLIENT_ACTIVE_S = 1.0  # a client silent this long no longer holds a batch back
 
 Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -88,6 +91,7 @@ class _Request:
     observations: np.ndarray
     future: asyncio.Future
     arrived: float
+    client: Hashable | None
 
 
 class DynamicBatcher:
@@ -108,6 +112,7 @@ class DynamicBatcher:
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
         self._arrived: asyncio.Event | None = None
+        self._last_seen: dict[Hashable, float] = {}  # client -> when its last request arrived
         self._runner: asyncio.Task | None = None
         self.batches = 0
         self.requests = 0
@@ -115,7 +120,7 @@ class DynamicBatcher:
         self.largest_batch = 0
         self.forward_s = 0.0
 
-    async def submit(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def submit(self, observations: np.ndarray, client: Hashable | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The network's (logits, values) for these observations, computed in some batch with others."""
         if observations.ndim < 1 or len(observations) == 0:
             raise ValueError("a request needs at least one observation")
@@ -123,7 +128,9 @@ class DynamicBatcher:
         if self._runner is None or self._runner.done():
             self._arrived = asyncio.Event()
             self._runner = loop.create_task(self._run())
-        request = _Request(observations, loop.create_future(), loop.time())
+        request = _Request(observations, loop.create_future(), loop.time(), client)
+        if client is not None:
+            self._last_seen[client] = request.arrived
         self._pending.append(request)
         self._pending_rows += len(observations)
         self._arrived.set()
@@ -139,7 +146,8 @@ class DynamicBatcher:
             # The oldest request's own arrival starts the clock: one that queued during the last
             # forward pass has already waited, and goes now with whatever else is there.
             deadline = self._pending[0].arrived + self.max_wait_s
-            while self._pending_rows < self.max_batch and (remaining := deadline - loop.time()) > 0:
+            while (self._pending_rows < self.max_batch and (remaining := deadline - loop.time()) > 0
+                   and not self._everyone_waiting(loop.time())):
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), remaining)
@@ -152,6 +160,15 @@ class DynamicBatcher:
                 rows += len(batch[-1].observations)
             self._pending_rows -= rows
             await self._execute(batch, rows)
+
+    def _everyone_waiting(self, now: float) -> bool:
+        waiting = {request.client for request in self._pending}
+        if None in waiting:
+            return False
+        for client, seen in list(self._last_seen.items()):
+            if now - seen > CLIENT_ACTIVE_S:
+                del self._last_seen[client]
+        return self._last_seen.keys() <= waiting
 
     async def _execute(self, batch: list[_Request], rows: int) -> None:
         inputs = batch[0].observations if len(batch) == 1 else np.concatenate([r.observations for r in batch])
@@ -209,11 +226,12 @@ class NetworkServer:
     def keys(self) -> list[str]:
         return sorted(self._batchers)
 
-    async def evaluate(self, key: str, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def evaluate(self, key: str, observations: np.ndarray, client: Hashable | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         batcher = self._batchers.get(key)
         if batcher is None:
             raise UnknownNetwork(key)
-        return await batcher.submit(np.ascontiguousarray(observations, dtype=np.float32))
+        return await batcher.submit(np.ascontiguousarray(observations, dtype=np.float32), client)
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {key: batcher.stats() for key, batcher in self._batchers.items()}

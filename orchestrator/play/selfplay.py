@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from orchestrator.cluster.job_types import JobContext, JobType
 from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
+from orchestrator.nn.serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.evaluators import LeafEvaluator
@@ -79,6 +80,10 @@ class SelfplayConfig(BaseModel):
         default=None, description="search workers against the node's inference server; null: on where the node has a GPU",
     )
     workers: int | None = Field(default=None, ge=1, le=256, description="served: search workers; null: the node's CPUs minus one")
+    served_max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1, le=65_536,
+                                  description="served: leaf rows per forward pass, if this job starts the node's server")
+    served_max_wait_s: float = Field(default=DEFAULT_MAX_WAIT_S, ge=0, le=1.0,
+                                     description="served: how long a request waits for others, if this job starts the server")
 
     @field_validator("board_type")
     @classmethod

@@ -15,12 +15,16 @@ import pytest
 import ray
 
 from actors.inference import InferenceClient, start_inference_server
-from actors.naming import inference_name
+from actors.naming import election_name, inference_name, lookup, pinned
+from actors.pipeline import write_untrained
 from actors.selfplay_workers import ServedGames, wants_served
+from orchestrator.learn.registry import REGISTRY_KIND
 from orchestrator.nn.serving import PreparedNetwork, ServingConfig
+from orchestrator.play.games import BUILTIN
 from orchestrator.play.records import game_files, read_games
 from orchestrator.play.evaluators import NetworkEvaluator
 from orchestrator.play.selfplay import GameBatch, SelfplayConfig, _make_agent, job_directory, run_selfplay
+from tests.harness import wait_until
 from tests.unit.test_selfplay import Context
 from tests.unit.test_serving import observations, tiny_net
 
@@ -146,3 +150,28 @@ def test_served_only_where_asked_or_on_a_gpu_node_and_only_for_network_searches(
     assert not wants_served(config(served=False), here)
     assert not wants_served(config(agent="mcts_8"), here), "rollouts have no network to serve"
     assert json.loads(config().model_dump_json())["served"] is True
+
+
+def test_a_served_selfplay_job_through_the_supervisor(gateways):
+    """The job path: /start_job, the supervisor's Ray task, the catalogue's served run, the node's named server."""
+    suffix = uuid.uuid4().hex[:6]
+    node = gateways.start(f"served-{suffix}", gateways.ray_node_id(0))
+    wait_until(lambda: node.health()["leader_id"] == node.node_id, timeout_s=60, what="the node leads itself")
+    model_id = f"served-{suffix}-net"
+    doc = ray.get(write_untrained.options(scheduling_strategy=pinned(gateways.ray_node_id(0))).remote(
+        "tic_tac_toe", BUILTIN, str(node.settings.node_dir()), model_id, 1, 8, 0), timeout=120)
+    ray.get(lookup(election_name(node.node_id)).leader_write.remote(REGISTRY_KIND, model_id, doc), timeout=30)
+    job_config = {"board_type": "tic_tac_toe", "agent": f"model:{model_id}+mcts_4", "num_games": 6,
+                  "parallel_games": 2, "served": True, "workers": 2}
+    started = node.post("/start_job", json={"job_id": f"served-job-{suffix}", "job_type": "selfplay", "config": job_config})
+    assert started.status_code == 200, started.text
+    job = wait_until(lambda: (j := node.job(f"served-job-{suffix}"))["state"] in ("completed", "failed") and j,
+                     timeout_s=180, interval_s=0.5, what="the served job finished")
+    assert job["state"] == "completed", job
+    result = job["result"]
+    assert result["served"] and result["workers"] == 2 and result["complete"] and result["games_done"] == 6
+    server = lookup(inference_name(node.node_id))
+    try:
+        assert ray.get(server.info.remote())["networks"][model_id]["rows"] == result["eval_leaves"]
+    finally:
+        ray.kill(server, no_restart=True)

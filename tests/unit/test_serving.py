@@ -82,6 +82,24 @@ def test_a_lone_request_runs_after_the_max_wait():
     assert forward.sizes == [2]
 
 
+def test_the_batch_runs_at_once_when_every_active_client_is_waiting():
+    forward = Recording()
+    batcher = DynamicBatcher(forward, max_batch=1000, max_wait_s=60.0)
+
+    async def main():
+        started = time.monotonic()
+        await batcher.submit(np.ones((2, 2), dtype=np.float32), client="lone")  # the only client: no one to wait for
+        assert time.monotonic() - started < 30
+        # Two clients known and both waiting: one batch at once, not after the minute.
+        second = asyncio.ensure_future(batcher.submit(np.ones((3, 2), dtype=np.float32), client="other"))
+        first = asyncio.ensure_future(batcher.submit(np.ones((2, 2), dtype=np.float32), client="lone"))
+        await asyncio.gather(first, second)
+        assert time.monotonic() - started < 30
+
+    run(main())
+    assert forward.sizes == [2, 5]
+
+
 def test_requests_are_never_split_and_a_large_one_runs_alone():
     forward = Recording()
     batcher = DynamicBatcher(forward, max_batch=8, max_wait_s=0.01)
