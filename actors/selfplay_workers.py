@@ -203,6 +203,7 @@ class ServedGames:
             ray.kill(handle, no_restart=True)
         self._workers.clear()
         self._calls.clear()
+        self._assigned.clear()  # abandoned, as the in-process loop abandons its games at a stop
 
 
 def load_job_model(config: SelfplayConfig, ctx: JobContext) -> Any:
