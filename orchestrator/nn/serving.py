@@ -171,9 +171,10 @@ class DynamicBatcher:
         return self._last_seen.keys() <= waiting
 
     async def _execute(self, batch: list[_Request], rows: int) -> None:
-        inputs = batch[0].observations if len(batch) == 1 else np.concatenate([r.observations for r in batch])
         started = time.perf_counter()
         try:
+            # Inside the try: requests of mismatched shapes fail their batch, not the batcher.
+            inputs = batch[0].observations if len(batch) == 1 else np.concatenate([r.observations for r in batch])
             logits, values = await asyncio.get_running_loop().run_in_executor(self._executor, self.forward, inputs)
         except Exception as exc:  # every waiting client hears of the failure; the batcher goes on
             for request in batch:

@@ -128,6 +128,19 @@ def test_a_failed_forward_reaches_its_clients_and_the_batcher_goes_on():
     assert logits.shape == (2, 1)
 
 
+def test_requests_of_mismatched_shapes_fail_their_batch_only():
+    batcher = DynamicBatcher(Recording(), max_batch=100, max_wait_s=0.05)
+
+    async def main():
+        bad = await asyncio.gather(batcher.submit(np.ones((2, 2), dtype=np.float32)),
+                                   batcher.submit(np.ones((2, 3), dtype=np.float32)), return_exceptions=True)
+        assert all(isinstance(answer, ValueError) for answer in bad)
+        return await batcher.submit(np.ones((1, 2), dtype=np.float32))
+
+    logits, _ = run(main())
+    assert logits.shape == (1, 1)
+
+
 def test_two_networks_get_a_queue_each_and_unknown_keys_are_refused():
     nets = {"a": tiny_net(1), "b": tiny_net(2)}
     server = NetworkServer("cpu", ServingConfig(max_batch=64, max_wait_s=0.01))
