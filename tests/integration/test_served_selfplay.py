@@ -112,6 +112,22 @@ def test_server_killed_and_restarted_while_workers_wait(server, tmp_path):
     assert ray.get(handle.info.remote())["networks"]["tiny"]["rows"] > 0, "the restarted server reloaded the network"
 
 
+def test_a_graceful_stop_keeps_the_finished_games_and_ends_the_workers(server, tmp_path):
+    name, _ = server
+    cfg, ctx = config(num_games=20), Context(tmp_path, job_id="served-stop", stop_after=1)
+    handles = []
+
+    def keep_handles(games: ServedGames) -> None:
+        handles.extend(games._workers.values())
+
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=2, on_report=keep_handles)
+    assert result["stopped"] and not result["complete"] and result["in_flight"] == 0
+    assert len(records(ctx, cfg)) == result["games_done"] >= 1
+    for handle in handles:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(handle.advance.remote([]), timeout=60)
+
+
 def test_two_networks_served_at_once(server):
     name, handle = server
     nets = {"net-a": tiny_net(1), "net-b": tiny_net(2)}
