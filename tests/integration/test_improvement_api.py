@@ -1,5 +1,6 @@
-"""The improvement loop through the API on the real cluster, on tic-tac-toe (square8 cycles take
-minutes of self-play here; the loop is the same code for any board_type).
+"""The improvement loop through the API on the real cluster, on tic-tac-toe (its cycles take seconds;
+the loop is the same code for any board_type, and test_improvement_square8.py runs the promotion
+proof on square8).
 
 One test, in three runs on one board, because each run starts from the ledger the previous one
 left: (1) from scratch, a trained candidate is promoted over the untrained network by an SPRT under
