@@ -460,10 +460,19 @@ FETCH_TIMEOUT_S = 600.0
 GATHERING_JOB_TYPES = ("training", "nnue_training")  # they read the whole cluster's self-play, not one node's
 
 
+class SyncActorGone(RuntimeError):
+    """The node's SyncActor is no longer registered (its node stopped). Not the ValueError `lookup`
+    raises, which callers could not tell from ModelUnavailable (a ValueError too)."""
+
+
 def fetch_model_file(node_id: str, model_id: str) -> dict[str, Any]:
     """Before a job on `node_id` loads `model_id`: its file is here and verified, or ModelUnavailable."""
     try:
-        return ray.get(lookup(sync_name(node_id)).fetch_model.remote(model_id), timeout=FETCH_TIMEOUT_S)
+        sync = lookup(sync_name(node_id))
+    except ValueError:
+        raise SyncActorGone(f"node {node_id} has no SyncActor") from None
+    try:
+        return ray.get(sync.fetch_model.remote(model_id), timeout=FETCH_TIMEOUT_S)
     except ray.exceptions.RayTaskError as exc:
         raise root_cause(exc) from None
 

@@ -9,7 +9,7 @@ import ray
 
 from actors.catalog import JOB_TYPES
 from actors.naming import CLUSTER_STORE, jobs_name, lookup, root_cause
-from actors.sync import GATHERING_JOB_TYPES, fetch_model_file, gather_selfplay, node_here
+from actors.sync import GATHERING_JOB_TYPES, SyncActorGone, fetch_model_file, gather_selfplay, node_here
 from orchestrator.learn.registry import REGISTRY_KIND, resolve_model
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 
@@ -73,7 +73,7 @@ def load_model_here(model_id: str, device: str = "cpu") -> Any:
             break
         try:
             fetch_model_file(here["node_id"], model_id)
-        except ray.exceptions.RayActorError:
+        except (ray.exceptions.RayActorError, SyncActorGone):  # that node went away since it was cached
             continue
         return load_registered(model_id, here["data_dir"], device)
     return load_registered(model_id, None, device)

@@ -1,6 +1,6 @@
 """When a node that was just updated counts as back: the rule the cluster git update waits on.
 
-A node is back when its `/health` says `ok`, its checkout is on the commit its update reported,
+A node is back when its `/health` says `ok` or `degraded` (not `unavailable`), its checkout is on the commit its update reported,
 and, if it said it was restarting, the process answering is a new one. The last check matters
 because the old process keeps serving for a moment after answering the update (HEAD has already
 moved, so `/git/status` alone would pass before the new code ever ran). A process that started
@@ -26,7 +26,9 @@ def not_back_because(health: dict[str, Any] | None, git_status: dict[str, Any] |
     uptime = health.get("uptime_seconds")
     if restarting and not (isinstance(uptime, (int, float)) and uptime < since_answer_s):
         return f"still the process from before the update (uptime {uptime}s)"
-    if health.get("status") != "ok":
+    # degraded counts as back: the process serves on its new code, and what degrades it (no leader
+    # known for a moment, a slow refresh) is often the churn the rollout itself causes
+    if health.get("status") not in ("ok", "degraded"):
         reasons = "; ".join(str(r) for r in health.get("reasons") or [])
         return f"/health is {health.get('status')!r}" + (f": {reasons}" if reasons else "")
     if not isinstance(git_status, dict):

@@ -24,7 +24,9 @@ def test_the_old_process_still_answering_is_not_back_even_on_the_new_commit():
 def test_silent_unhealthy_or_wrong_commit_say_why():
     assert not_back_because(None, None, NEW, restarting=True, since_answer_s=3.0) == "/health does not answer"
     degraded = {**OK, "status": "degraded", "reasons": ["no leader known for 1.0s"]}
-    assert not_back_because(degraded, {"commit": NEW}, NEW, True, 3.0) == \
-        "/health is 'degraded': no leader known for 1.0s"
+    assert not_back_because(degraded, {"commit": NEW}, NEW, True, 3.0) is None
+    unavailable = {**OK, "status": "unavailable", "reasons": ["no leader known for 9.0s"]}
+    assert not_back_because(unavailable, {"commit": NEW}, NEW, True, 3.0) == \
+        "/health is 'unavailable': no leader known for 9.0s"
     assert not_back_because(OK, None, NEW, True, 3.0) == "/git/status does not answer"
     assert not_back_because(OK, {"commit": "a" * 40}, NEW, True, 3.0) == f"running commit {'a' * 12}, not {'b' * 12}"
