@@ -25,12 +25,12 @@ INT64_MAX = 2**63 - 1  # counters and epochs from outside: SQLite's INTEGER hold
 
 
 class ApiModel(BaseModel):
-    """Responses, and messages between nodes: unknown fields are ignored (rolling upgrades)."""
+    """Responses: a client reading one ignores fields it does not know (rolling upgrades)."""
     model_config = ConfigDict(extra="ignore")
 
 
 class RequestModel(BaseModel):
-    """A request that configures work: an unknown field is a 400 that names it."""
+    """Every request body or query, a peer's messages included: an unknown field is a 400 that names it."""
     model_config = ConfigDict(extra="forbid")
 
 
@@ -161,7 +161,7 @@ class PurgeStaleQuery(RequestModel):
     max_age_hours: float = Field(24.0, gt=0, le=24 * 365, allow_inf_nan=False)
 
 
-class HeartbeatRequest(ApiModel):
+class HeartbeatRequest(RequestModel):
     node_id: str = Field(pattern=NODE_ID)
     timestamp: float | None = Field(None, allow_inf_nan=False)
     jobs: list[dict[str, Any]] = Field(default_factory=list, max_length=10_000)
@@ -239,19 +239,19 @@ class AnalyticsQuery(RequestModel):
 
 
 # --- election --------------------------------------------------------------------------------
-class ElectionRequest(ApiModel):
+class ElectionRequest(RequestModel):
     candidate_id: str = Field(pattern=NODE_ID)
     epoch: int = Field(ge=0, le=INT64_MAX, strict=True)
 
 
-class LeaseRequestBody(ApiModel):
+class LeaseRequestBody(RequestModel):
     leader_id: str = Field(pattern=NODE_ID)
     lease_id: str = Field(min_length=1, max_length=128)
     lease_duration: float = Field(gt=0, le=3600, allow_inf_nan=False)
     epoch: int = Field(ge=1, le=INT64_MAX, strict=True)
 
 
-class CoordinatorRequest(ApiModel):
+class CoordinatorRequest(RequestModel):
     """Accepted only from a known voter or peer, and for a new leadership only with an epoch the
     cluster store registered for that leader (409 otherwise)."""
     leader_id: str = Field(pattern=NODE_ID)

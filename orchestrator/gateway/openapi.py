@@ -14,8 +14,8 @@ REF = "#/components/schemas/{model}"
 PATH_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")  # aiohttp's {name} or {name:regex}
 RULES = ("A request body, when sent, is a JSON object sent as application/json (415 otherwise); a body the "
          "JSON parser rejects, NaN, Infinity and integers outside the signed 64-bit range are a 400. "
-         "x-unknown-fields says whether an unknown field is a 400 naming it (reject) or ignored (ignore: "
-         "messages between nodes). x-cross-site: refused means a request a browser marks as coming from "
+         "x-unknown-fields: reject means an unknown field is a 400 naming it (every request, "
+         "peer messages included). x-cross-site: refused means a request a browser marks as coming from "
          "another site (Origin of another host, Sec-Fetch-Site cross-site or same-site) is a 403. "
          "Errors are {status: error, error, code}.")
 
@@ -42,8 +42,7 @@ def path_parameters(path: str) -> list[dict[str, Any]]:
 
 
 def unknown_fields(model: type[BaseModel]) -> str:
-    """`reject` (a 400 naming the field) for requests that configure work; `ignore` for messages
-    between nodes, so a cluster can be upgraded one node at a time."""
+    """`reject` (a 400 naming the field): every request model forbids unknown fields."""
     return "reject" if model.model_config.get("extra") == "forbid" else "ignore"
 
 

@@ -102,7 +102,10 @@ def test_cross_site_requests_never_mutate(node):
     assert spec["paths"]["/admin/purge_stale"]["get"]["x-cross-site"] == "refused"
     assert "x-cross-site" not in spec["paths"]["/status"]["get"]
     assert spec["paths"]["/start_job"]["post"]["x-unknown-fields"] == "reject"
-    assert spec["paths"]["/heartbeat"]["post"]["x-unknown-fields"] == "ignore"
+    assert spec["paths"]["/heartbeat"]["post"]["x-unknown-fields"] == "reject"
+    # a peer's message is input too: a misspelt field is refused by name, not dropped
+    answer = node.post("/heartbeat", json={"node_id": "peer-x", "jbos": []})
+    assert _is_error(answer, 400) and "jbos" in answer.json()["error"], answer.text
 
 
 def _curl(example: str, url: str) -> tuple[int, dict]:
