@@ -90,25 +90,18 @@ class ClusterDB:
 
     # --- fenced records ------------------------------------------------------------------
     def write(self, kind: str, key: str, doc: dict[str, Any], *, epoch: int, writer: str) -> dict[str, Any]:
-        if not kind or not key:
-            raise BadRequest("kind and key are required", field="key")
-        _check_epoch(epoch)
-        encoded = json.dumps(doc, sort_keys=True)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._check_holder(epoch, writer)
-                self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-                                 (kind, key, encoded, epoch, writer, time.time()))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self._fenced_insert("INSERT OR REPLACE", kind, key, doc, epoch, writer)
         return {"kind": kind, "key": key, "epoch": epoch}
 
     def write_once(self, kind: str, key: str, doc: dict[str, Any], *, epoch: int, writer: str) -> dict[str, Any]:
         """Store `doc` unless a record is stored under (kind, key) already; that one is kept. Returns
         `created` and the stored doc, so concurrent writers of one key all learn the single winner."""
+        created, stored = self._fenced_insert("INSERT OR IGNORE", kind, key, doc, epoch, writer)
+        return {"kind": kind, "key": key, "epoch": epoch, "created": created, "doc": json.loads(stored)}
+
+    def _fenced_insert(self, verb: str, kind: str, key: str, doc: dict[str, Any], epoch: int,
+                       writer: str) -> tuple[bool, str]:
+        """One transaction: the writer must hold the newest term; returns (row written, stored doc)."""
         if not kind or not key:
             raise BadRequest("kind and key are required", field="key")
         _check_epoch(epoch)
@@ -117,14 +110,14 @@ class ClusterDB:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._check_holder(epoch, writer)
-                created = self._db.execute("INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?)",
+                written = self._db.execute(f"{verb} INTO records VALUES (?, ?, ?, ?, ?, ?)",
                                            (kind, key, encoded, epoch, writer, time.time())).rowcount == 1
                 row = self._db.execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return {"kind": kind, "key": key, "epoch": epoch, "created": created, "doc": json.loads(row[0])}
+        return written, row[0]
 
     def read(self, kind: str, key: str) -> dict[str, Any] | None:
         with self._lock:
