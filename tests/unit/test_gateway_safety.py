@@ -81,10 +81,11 @@ def test_one_formatter_names_the_field():
     assert bad_request(caught.value).extra["field"] == "epoch"
 
 
-def test_requests_that_configure_work_reject_unknown_fields_peer_messages_ignore_them():
+def test_every_request_rejects_unknown_fields_peer_messages_included():
     policies = {(e.path, unknown_fields(e.args)) for e in all_endpoints() if e.args}
-    wrong = {(path, policy) for path, policy in policies if (policy == "ignore") != (path in PEER_MESSAGES)}
+    wrong = {(path, policy) for path, policy in policies if policy != "reject"}
     assert not wrong, wrong
+    assert PEER_MESSAGES <= {path for path, _ in policies}
 
 
 def test_selfplay_request_carries_every_config_field_and_passes_what_was_set():
