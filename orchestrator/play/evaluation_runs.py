@@ -213,7 +213,8 @@ class ABTest:
         return {"games": games, "wins": wdl[0], "draws": wdl[1], "losses": wdl[2], "pentanomial": penta,
                 "llr": result.llr, "lower_bound": result.lower_bound, "upper_bound": result.upper_bound,
                 "decision": result.decision, "elo": result.elo,
-                "elo_ci95": list(result.elo_ci95) if result.elo_ci95 else None, "los": result.los}
+                "elo_ci95": list(result.elo_ci95) if result.elo_ci95 else None, "los": result.los,
+                "clamped": result.clamped}
 
     def add_results(self, wdl: tuple[int, int, int] | None, penta: tuple[int, ...] | None,
                     submission_id: str | None) -> "ABTest":

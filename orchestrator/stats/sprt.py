@@ -14,9 +14,19 @@ so that the likelihood is defined from the first game on.
   same secular equation).
 - Bounds: log(beta / (1 - alpha)) below which H0 is accepted, log((1 - beta) / alpha) above which
   H1 is; in between the test goes on.
-- Elo estimate, 95% interval and LOS are fishtest's `get_elo`: the normal approximation of the mean
-  score per game, mapped through the logistic curve (so always in logistic Elo), LOS = Phi((mu -
-  1/2) / standard error).
+- Elo estimate, 95% interval and LOS of an SPRT are fishtest's sequential ones (`sprt.analytics`):
+  a test that stops as soon as its LLR crosses a bound overstates the Elo it stopped for (a lucky
+  start ends it early for H1, an unlucky one for H0), so the plain mean-score estimate is biased.
+  The LLR is modelled as a Brownian motion absorbed at the bounds (`brownian.py`), with the drift
+  and variance it would have at a given Elo (fishtest's `LLR_drift_variance_alt2`); outcome_prob(elo)
+  is the chance of an outcome worse than the observed one. The estimate is the Elo where that is
+  1/2 (a median-unbiased estimate), the 95% interval where it is 97.5% and 2.5%, and LOS =
+  outcome_prob(0), the chance that an agent of exactly equal strength would have done worse. Always
+  in logistic Elo, whatever the test's model. Past a bound the motion is taken to have stopped on
+  it, at the time the LLR's mean slope reached it; `clamped` tells that the LLR had overshot a
+  bound by more than 3%, where that reading is rough.
+- `elo_estimate` keeps fishtest's `get_elo` for a fixed number of games: the normal approximation of
+  the mean score per game through the logistic curve, LOS = Phi((mu - 1/2) / standard error).
 """
 from __future__ import annotations
 
@@ -27,12 +37,21 @@ from typing import Sequence
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from orchestrator.stats.brownian import outcome_cdf
+
 ELO_MODELS = ("logistic", "normalized")
 NELO_PER_T = 800 / math.log(10)  # normalized Elo per unit of t-value
 EMPTY_BUCKET = 1e-3
 SCORE_CLAMP = 1e-3  # fishtest's elo(): a score of 0 or 1 is read as 0.001 or 0.999
 T_VALUE_ITERATIONS = 10
 T_VALUE_TOLERANCE = 1e-9
+CONFIDENCE = 0.95
+ELO_LIMIT = 1000.0  # the sequential estimate looks for Elo in [-1000, 1000] (fishtest's window)
+CLAMP_MARGIN = 1.03  # fishtest flags an LLR more than 3% past a bound
+# The sequential estimate samples outcome_prob outward from the plain estimate, first in steps of
+# half its standard error, each step this much longer than the one before.
+SCAN_GROWTH = 1.25
+MIN_SCAN_STEP = 0.05  # Elo
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,7 @@ class SprtResult:
     elo: float | None  # logistic Elo of the tested agent; None before any game
     elo_ci95: tuple[float, float] | None
     los: float | None  # likelihood of superiority
+    clamped: bool = False  # the LLR overshot a bound by over 3%: a rougher sequential estimate
 
 
 def sprt(params: SprtParams, wdl: Sequence[int] | None = None, pentanomial: Sequence[int] | None = None) -> SprtResult:
@@ -92,8 +112,9 @@ def sprt(params: SprtParams, wdl: Sequence[int] | None = None, pentanomial: Sequ
     else:
         llr = llr_normalized(params.elo0, params.elo1, results)
     decision = "H0" if llr <= params.lower_bound else "H1" if llr >= params.upper_bound else None
-    elo, interval, los = elo_estimate(results)
-    return SprtResult(llr, params.lower_bound, params.upper_bound, decision, elo, interval, los)
+    estimate = sequential_estimate(params, results)
+    return SprtResult(llr, params.lower_bound, params.upper_bound, decision, estimate.elo, estimate.elo_ci95,
+                      estimate.los, estimate.clamped)
 
 
 def _counts(values: Sequence[int], length: int, name: str) -> list[int]:
@@ -186,3 +207,104 @@ def elo_estimate(results: Sequence[int]) -> tuple[float, tuple[float, float], fl
     z = norm.ppf(0.975)
     low, high = score_to_elo(mean - z * error), score_to_elo(mean + z * error)
     return score_to_elo(mean), (low, high), float(norm.cdf((mean - 0.5) / error))
+
+
+# --- the sequential estimate ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class SequentialEstimate:
+    elo: float
+    elo_ci95: tuple[float, float]
+    los: float
+    clamped: bool
+
+
+class _StoppedTest:
+    """An SPRT's results seen as a Brownian motion of its (approximate) LLR, for outcome_prob."""
+
+    def __init__(self, params: SprtParams, results: Sequence[int]) -> None:
+        total, pdf = _pdf(results)
+        self.mean, self.var = _mean_var(pdf)
+        self.a, self.b = params.lower_bound, params.upper_bound
+        self.s0, self.s1 = (self._score(params.elo_model, elo, len(results)) for elo in (params.elo0, params.elo1))
+        # fishtest places the motion with the quadratic approximation of the LLR (its alt2), not the
+        # exact GSPRT value: then drift, variance and position come from one consistent model.
+        slope, _ = self.drift_variance(self.mean)
+        self.llr, self.time = total * slope, float(total)
+        self.clamped = not CLAMP_MARGIN * self.a <= self.llr <= CLAMP_MARGIN * self.b
+        for bound in (self.a, self.b):
+            if (self.llr - bound) * bound > 0:  # past it: the motion stopped on it, earlier
+                self.time, self.llr = bound / slope, bound
+
+    def _score(self, elo_model: str, elo: float, buckets: int) -> float:
+        """The expected score per game that a hypothesis means."""
+        if elo_model == "logistic":
+            return logistic_score(elo)
+        # normalized Elo fixes the t-value; with the observed spread it fixes the score. A pair's
+        # average score has half a game's variance.
+        per_game_sigma = math.sqrt(self.var * (2 if buckets == 5 else 1))
+        return 0.5 + elo / NELO_PER_T * per_game_sigma
+
+    def drift_variance(self, score: float) -> tuple[float, float]:
+        """The LLR's drift and variance per sample if the true score were `score`, with the observed
+        variance widened by how far that is from the observed mean (the variance's MLE there)."""
+        var = self.var + (score - self.mean) ** 2
+        gap = self.s1 - self.s0
+        return (score - (self.s0 + self.s1) / 2) * gap / var, gap * gap / var
+
+    def outcome_prob(self, elo: float) -> float:
+        """P(the test of an agent `elo` logistic Elo stronger than its opponent ends worse than this
+        one: an earlier H0, a lower LLR at this time, a later H1)."""
+        mu, sigma2 = self.drift_variance(logistic_score(elo))
+        return outcome_cdf(self.a, self.b, mu, sigma2, self.time, self.llr)
+
+
+def sequential_estimate(params: SprtParams, results: Sequence[int],
+                        confidence: float = CONFIDENCE) -> SequentialEstimate:
+    """fishtest's bias-corrected (Elo, interval at `confidence`, LOS) of an SPRT, in logistic Elo.
+
+    Each is an Elo where outcome_prob crosses a level: 1/2, then (1 + confidence)/2 and
+    (1 - confidence)/2. outcome_prob falls from 1 to 0 as the Elo passes the evidence, but far out
+    it turns back (the widened variance there slows the drift down), so a plain bracketed root
+    search over the whole window can land on the wrong branch or find no sign change at all (fishtest
+    issue 2571). Sampling it outward from the plain estimate, finely near it and coarser away, and
+    taking the falling crossing keeps to the meaningful branch."""
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be between 0 and 1")
+    test = _StoppedTest(params, results)
+    centre, grid = _scan_grid(test, sum(results))
+    probs = [test.outcome_prob(elo) for elo in grid]
+    tail = (1 - confidence) / 2
+    low, elo, high = (_falling_crossing(test, centre, grid, probs, level) for level in (1 - tail, 0.5, tail))
+    return SequentialEstimate(elo, (low, high), test.outcome_prob(0.0), test.clamped)
+
+
+def _scan_grid(test: _StoppedTest, samples: int) -> tuple[float, list[float]]:
+    """(the plain estimate, the Elo values to sample outcome_prob at, ascending)."""
+    centre = min(max(score_to_elo(test.mean), -ELO_LIMIT), ELO_LIMIT)
+    error = math.sqrt(test.var / samples)
+    half_width = (score_to_elo(test.mean + error) - score_to_elo(test.mean - error)) / 2
+    step = max(half_width / 2, MIN_SCAN_STEP)
+    grid = {centre, -ELO_LIMIT, ELO_LIMIT}
+    for direction in (-1, 1):
+        offset, size = 0.0, step
+        while abs(centre + direction * offset) < ELO_LIMIT:
+            grid.add(centre + direction * offset)
+            offset, size = offset + size, size * SCAN_GROWTH
+    return centre, sorted(grid)
+
+
+def _falling_crossing(test: _StoppedTest, centre: float, grid: Sequence[float], probs: Sequence[float],
+                      level: float) -> float:
+    """The Elo where outcome_prob falls through `level`, the crossing nearest `centre` if it does so
+    more than once; with no such crossing, the end of the window the evidence points to
+    (+limit while outcome_prob is still above `level` at the top, else -limit)."""
+    best = None
+    for i in range(len(grid) - 1):
+        if probs[i] > level >= probs[i + 1]:
+            if best is None or abs(grid[i] - centre) < abs(grid[best] - centre):
+                best = i
+    if best is None:
+        return ELO_LIMIT if probs[-1] > level else -ELO_LIMIT
+    if probs[best + 1] == level:
+        return grid[best + 1]
+    return float(brentq(lambda elo: test.outcome_prob(elo) - level, grid[best], grid[best + 1]))

@@ -76,6 +76,7 @@ def test_elo_estimate_is_fishtests_normal_approximation():
     assert low == pytest.approx(-400 * math.log10(1 / (mean - 1.959964 * error) - 1), abs=1e-3)
     assert high == pytest.approx(-400 * math.log10(1 / (mean + 1.959964 * error) - 1), abs=1e-3)
     assert los == pytest.approx(0.5 * (1 + math.erf((mean - 0.5) / error / math.sqrt(2))))
+    # an SPRT reports the sequential estimate instead (test_sprt_sequential.py); for an even record it is 0 too
     even = sprt(SprtParams(0, 5), wdl=(30, 40, 30))
     assert even.elo == pytest.approx(0, abs=1e-9) and even.los == pytest.approx(0.5)
     assert even.elo_ci95[0] < 0 < even.elo_ci95[1]
