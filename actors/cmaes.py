@@ -36,8 +36,8 @@ from actors.naming import CLUSTER_STORE, NAMESPACE, election_name, lookup, peer_
 from actors.tasks import load_registered
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from actors.tunables import CMAES_TUNABLES
-from orchestrator.learn.cmaes import (CMAESConfig, CMAESRun, Candidate, InvalidCMAES, UnknownCandidate,
-                                      candidate_factory, evaluate_candidate, external_outcome)
+from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, Candidate, InvalidCMAES, UnknownCandidate
+from orchestrator.learn.cmaes_games import candidate_factory, evaluate_candidate, external_outcome
 from orchestrator.learn.registry import REGISTRY_KIND, agent_params_doc, canonical_json
 from orchestrator.fileio import write_atomic
 from orchestrator.play.agents import AgentContext, make_agent

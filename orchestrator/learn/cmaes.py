@@ -1,4 +1,4 @@
-"""CMA-ES runs as a pure state machine over the `cma` library, plus the fitness match they need.
+"""CMA-ES runs as a pure state machine over the `cma` library.
 
 A run tunes named bounded parameters. CMA-ES works in the normalised cube [0, 1]^n (cma's own
 bound handling keeps every sample inside it) and candidates are decoded to real values, so one
@@ -12,17 +12,13 @@ comes back from `overdue()` under the same id, and no fitness is ever made up. S
 idempotent: a late duplicate of an evaluation (a re-dispatched task that finished twice) is
 reported as a duplicate and never counted twice.
 
-`play_fitness_match` is what an evaluation task runs: paired games from seeded random
-openings, colours swapped within each pair, scored as the candidate's mean points. An evaluation
-from outside the cluster is taken only by a run made for external workers, as a wins/draws/losses
-breakdown of exactly the run's games (`external_outcome`); its fitness is derived, never trusted.
 What CMA-ES may tune for each agent kind (`Tunable`) is a catalogue handed in by the caller.
+The games that score a candidate are in `orchestrator.learn.cmaes_games`.
 """
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import math
 import pickle
 import re
@@ -32,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from orchestrator.errors import BadRequest, Conflict, NotFound
+from orchestrator.errors import BadRequest, NotFound
 
 with warnings.catch_warnings():
     # cma warns at import that matplotlib (plotting only) is missing; nothing here plots.
@@ -66,16 +62,16 @@ class UnknownCandidate(NotFound, KeyError):
         return self.message
 
 
-def _bad(field_name: str, why: str) -> InvalidCMAES:
+def invalid(field_name: str, why: str) -> InvalidCMAES:
     return InvalidCMAES(f"{field_name}: {why}", field=field_name)
 
 
-def _finite(field_name: str, value: Any) -> float:
+def finite(field_name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise _bad(field_name, "must be a number")
+        raise invalid(field_name, "must be a number")
     value = float(value)
     if not math.isfinite(value):
-        raise _bad(field_name, f"must be finite, got {value}")
+        raise invalid(field_name, f"must be finite, got {value}")
     return value
 
 
@@ -103,48 +99,48 @@ class CMAESConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not _RUN_ID_RE.match(self.run_id):
-            raise _bad("run_id", "must be 1-96 of [A-Za-z0-9._-]")
+            raise invalid("run_id", "must be 1-96 of [A-Za-z0-9._-]")
         if not isinstance(self.params, Mapping) or not self.params:
-            raise _bad("params", "must name at least one parameter as {name: [low, high]}")
+            raise invalid("params", "must name at least one parameter as {name: [low, high]}")
         params: dict[str, tuple[float, float]] = {}
         for name, bounds in self.params.items():
             if not isinstance(name, str) or not name:
-                raise _bad("params", "parameter names must be non-empty strings")
+                raise invalid("params", "parameter names must be non-empty strings")
             if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-                raise _bad(f"params.{name}", "must be [low, high]")
-            low, high = _finite(f"params.{name}", bounds[0]), _finite(f"params.{name}", bounds[1])
+                raise invalid(f"params.{name}", "must be [low, high]")
+            low, high = finite(f"params.{name}", bounds[0]), finite(f"params.{name}", bounds[1])
             if not low < high:
-                raise _bad(f"params.{name}", f"low {low} must be below high {high}")
+                raise invalid(f"params.{name}", f"low {low} must be below high {high}")
             params[name] = (low, high)
         object.__setattr__(self, "params", params)
         for name, value, minimum, maximum in (("generations", self.generations, 1, MAX_GENERATIONS),
                                               ("games_per_candidate", self.games_per_candidate, 2, MAX_GAMES),
                                               ("opening_plies", self.opening_plies, 0, MAX_OPENING_PLIES)):
             if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-                raise _bad(name, f"must be an integer from {minimum} to {maximum}")
+                raise invalid(name, f"must be an integer from {minimum} to {maximum}")
         if self.popsize is not None and (isinstance(self.popsize, bool) or not isinstance(self.popsize, int)
                                          or not 2 <= self.popsize <= MAX_POPSIZE):
-            raise _bad("popsize", f"must be null or an integer from 2 to {MAX_POPSIZE}")
-        sigma0 = _finite("sigma0", self.sigma0)
+            raise invalid("popsize", f"must be null or an integer from 2 to {MAX_POPSIZE}")
+        sigma0 = finite("sigma0", self.sigma0)
         if not 0 < sigma0 <= 1:
-            raise _bad("sigma0", "must be in (0, 1], in units of each parameter's range")
+            raise invalid("sigma0", "must be in (0, 1], in units of each parameter's range")
         object.__setattr__(self, "sigma0", sigma0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise _bad("seed", f"must be an integer from 0 to {MAX_SEED}")
+            raise invalid("seed", f"must be an integer from 0 to {MAX_SEED}")
         if self.initial is not None:
             initial = {}
             for name, value in self.initial.items():
                 if name not in params:
-                    raise _bad(f"initial.{name}", "is not one of params")
+                    raise invalid(f"initial.{name}", "is not one of params")
                 low, high = params[name]
-                value = _finite(f"initial.{name}", value)
+                value = finite(f"initial.{name}", value)
                 if not low <= value <= high:
-                    raise _bad(f"initial.{name}", f"{value} is outside [{low}, {high}]")
+                    raise invalid(f"initial.{name}", f"{value} is outside [{low}, {high}]")
                 initial[name] = value
             object.__setattr__(self, "initial", initial)
         for name in ("board_type", "agent", "baseline"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise _bad(name, "must be a non-empty string")
+                raise invalid(name, "must be a non-empty string")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,10 +163,10 @@ class CMAESConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(value) - known)
         if unknown:
-            raise _bad(unknown[0], "is not a CMA-ES config field")
+            raise invalid(unknown[0], "is not a CMA-ES config field")
         for name in ("run_id", "params", "generations"):
             if name not in value:
-                raise _bad(name, "is required")
+                raise invalid(name, "is required")
         params = value["params"]
         if isinstance(params, Mapping):
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
@@ -245,6 +241,37 @@ class RunStatus:
         return out
 
 
+@dataclass(frozen=True)
+class Tunable:
+    """What CMA-ES may tune for one agent kind: `params` is {name: (low, high, default)}, and
+    `build(spec, ctx, values)` makes the agent (an `AgentSpec` and an `AgentContext` of
+    `orchestrator.play.agents`) with `values` for those names. The catalogue of tunables, by agent
+    kind, is wired by the caller, where agents are wired together, and handed in."""
+
+    params: Mapping[str, tuple[float, float, float]]
+    build: Callable[[Any, Any, dict[str, float]], Any]
+
+
+Tunables = Mapping[str, Tunable]
+
+
+def tunable_params(agent: str, tunables: Tunables) -> dict[str, tuple[float, float, float]]:
+    """What CMA-ES can tune for an agent name: {name: (low, high, default)}, by the kind of the
+    agent (`mcts_<sims>` is kind `mcts`), also when a registered network drives the search
+    (`model:<id>+gumbel_64`)."""
+    from orchestrator.play.agents import parse_agent
+
+    try:
+        spec = parse_agent(agent)
+    except ValueError as exc:
+        raise invalid("agent", str(exc)) from None
+    if spec.params_id is not None:
+        raise invalid("agent", f"{agent!r}: tune plain heuristic weights, not a registered parameter set")
+    if spec.kind not in tunables:
+        raise invalid("agent", f"{agent!r} has no tunable parameters; tunable kinds: {sorted(tunables)}")
+    return dict(tunables[spec.kind].params)
+
+
 class _Normal:
     """cma's sampler with a per-run generator: pickles with the strategy, so a restored run draws
     exactly what the original would have, and runs sharing a process never share a random stream
@@ -293,7 +320,7 @@ class CMAESRun:
         tunable = tunable_params(config.agent, tunables)
         unknown = sorted(set(config.params) - set(tunable))
         if unknown:
-            raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
+            raise invalid("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
         defaults = {name: min(high, max(low, tunable[name][2])) for name, (low, high) in config.params.items()}
         initial = config.encode({**defaults, **(config.initial or {})})
         options = {
@@ -347,7 +374,7 @@ class CMAESRun:
     def overdue(self, now: float, timeout_s: float) -> list[Candidate]:
         """Dispatched evaluations with no result after `timeout_s`: re-armed at `now` and returned
         under their same ids for re-dispatch. A missing result is never filled in."""
-        timeout_s = _finite("timeout_s", timeout_s)
+        timeout_s = finite("timeout_s", timeout_s)
         late = [slot for slot in self._slots
                 if slot.fitness is None and slot.dispatched_at is not None and now - slot.dispatched_at >= timeout_s]
         for slot in late:
@@ -358,11 +385,11 @@ class CMAESRun:
         """Record one evaluation. Raises InvalidCMAES (a ValueError) for a non-finite fitness or a bad
         game count, UnknownCandidate (a KeyError) for an id this run never asked for or the wrong
         generation; a second result for an evaluated candidate is ignored and reported as duplicate."""
-        fitness = _finite("fitness", fitness)
+        fitness = finite("fitness", fitness)
         if isinstance(games, bool) or not isinstance(games, (int, np.integer)) or games < 1:
-            raise _bad("games", "must be a positive integer")
+            raise invalid("games", "must be a positive integer")
         if isinstance(generation, bool) or not isinstance(generation, (int, np.integer)):
-            raise _bad("generation", "must be an integer")
+            raise invalid("generation", "must be an integer")
         slot = next((s for s in self._slots if s.candidate_id == candidate_id), None)
         if slot is not None:
             if generation != self.generation:
@@ -463,180 +490,10 @@ class CMAESRun:
         """Inverse of `to_record`. The record comes from the cluster store, which only the
         fenced owner of the run writes, so unpickling it is unpickling our own bytes."""
         if record.get("version") != RECORD_VERSION:
-            raise _bad("version", f"unsupported CMA-ES record version {record.get('version')!r}")
+            raise invalid("version", f"unsupported CMA-ES record version {record.get('version')!r}")
         config = CMAESConfig.from_dict(record["config"])
         try:
             es = pickle.loads(base64.b64decode(record["es"], validate=True))
             return cls(config, es, copy.deepcopy(dict(record)))
         except (KeyError, TypeError, ValueError, AttributeError, pickle.UnpicklingError) as exc:
-            raise _bad("record", f"CMA-ES record of run {config.run_id} is corrupt: {exc!r}") from None
-
-
-# -- evaluation -------------------------------------------------------------------------------
-
-class EvaluationRefused(Conflict):
-    """An evaluation the run does not take: not an external run, or not the games it asked for."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A candidate's games against the baseline; its fitness is its mean points (win 1, draw 0.5)."""
-
-    wins: int
-    draws: int
-    losses: int
-
-    @property
-    def games(self) -> int:
-        return self.wins + self.draws + self.losses
-
-    @property
-    def fitness(self) -> float:
-        return (self.wins + 0.5 * self.draws) / self.games
-
-
-def external_outcome(config: CMAESConfig, external: bool, *, games: int, wins: int, draws: int, losses: int,
-                     fitness: float | None = None) -> Outcome:
-    """An evaluation sent from outside the cluster, checked against its run. Only a run created for
-    external workers takes one; it must report exactly the run's `games_per_candidate`, as a
-    wins/draws/losses breakdown that sums to it, and the fitness is derived from that breakdown (a
-    `fitness` sent along must agree with it). Raises EvaluationRefused (409) otherwise."""
-    run_id = config.run_id
-    if not external:
-        raise EvaluationRefused(f"CMA-ES run {run_id!r} evaluates its candidates on the cluster; it takes no "
-                                "external evaluations (start it with external_workers: true)", run_id=run_id)
-    for name, value in (("games", games), ("wins", wins), ("draws", draws), ("losses", losses)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise _bad(name, "must be a non-negative integer")
-    if games != config.games_per_candidate:
-        raise EvaluationRefused(f"games: run {run_id!r} asks for {config.games_per_candidate} games per candidate, "
-                                f"not {games}", run_id=run_id, field="games")
-    outcome = Outcome(int(wins), int(draws), int(losses))
-    if outcome.games != games:
-        raise EvaluationRefused(f"wins/draws/losses: {wins}+{draws}+{losses} = {outcome.games} games, not {games}",
-                                run_id=run_id, field="wins")
-    if fitness is not None and abs(_finite("fitness", fitness) - outcome.fitness) > 1e-9:
-        raise EvaluationRefused(f"fitness: {fitness} is not the {outcome.fitness} that {wins} wins, {draws} draws "
-                                f"and {losses} losses score", run_id=run_id, field="fitness")
-    return outcome
-
-
-AgentFactory = Callable[[int], Any]  # seed -> an `Agent` with the candidate's parameters
-
-
-def evaluation_seed(config: CMAESConfig, generation: int) -> int:
-    """All candidates of a generation play the same openings (common random numbers cut the noise
-    in comparing them); each generation gets fresh openings so the tuning does not overfit a few."""
-    digest = hashlib.sha256(f"{config.run_id}:{config.seed}:{generation}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-@dataclass(frozen=True)
-class Tunable:
-    """What CMA-ES may tune for one agent kind: `params` is {name: (low, high, default)}, and
-    `build(spec, ctx, values)` makes the agent (an `AgentSpec` and an `AgentContext` of
-    `orchestrator.play.agents`) with `values` for those names. The catalogue of tunables, by agent
-    kind, is wired by the caller, where agents are wired together, and handed in."""
-
-    params: Mapping[str, tuple[float, float, float]]
-    build: Callable[[Any, Any, dict[str, float]], Any]
-
-
-Tunables = Mapping[str, Tunable]
-
-
-def tunable_params(agent: str, tunables: Tunables) -> dict[str, tuple[float, float, float]]:
-    """What CMA-ES can tune for an agent name: {name: (low, high, default)}, by the kind of the
-    agent (`mcts_<sims>` is kind `mcts`), also when a registered network drives the search
-    (`model:<id>+gumbel_64`)."""
-    from orchestrator.play.agents import parse_agent
-
-    try:
-        spec = parse_agent(agent)
-    except ValueError as exc:
-        raise _bad("agent", str(exc)) from None
-    if spec.params_id is not None:
-        raise _bad("agent", f"{agent!r}: tune plain heuristic weights, not a registered parameter set")
-    if spec.kind not in tunables:
-        raise _bad("agent", f"{agent!r} has no tunable parameters; tunable kinds: {sorted(tunables)}")
-    return dict(tunables[spec.kind].params)
-
-
-def candidate_factory(config: CMAESConfig, params: Mapping[str, float], tunables: Tunables, *,
-                      load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> AgentFactory:
-    """seed -> the candidate's agent, for `play_fitness_match`. `load_model` serves `model:<id>`
-    agents, as in `AgentContext`."""
-    from orchestrator.play.agents import AgentContext, parse_agent
-
-    tunable = tunable_params(config.agent, tunables)
-    unknown = sorted(set(params) - set(tunable))
-    if unknown:
-        raise _bad("params", f"{unknown} are not tunable for {config.agent}; tunable: {sorted(tunable)}")
-    spec = parse_agent(config.agent)
-    build = tunables[spec.kind].build
-    values = dict(params)
-    return lambda seed: build(spec, AgentContext(board_type=config.board_type, seed=seed, load_model=load_model,
-                                                 device=device), values)
-
-
-def _opening(game: Any, plies: int, rng: np.random.Generator) -> Any:
-    """A few uniformly random moves; stops short rather than hand over a finished game."""
-    state = game.new_initial_state()
-    for _ in range(plies):
-        legal = state.legal_actions()
-        child = state.child(int(legal[rng.integers(len(legal))]))
-        if child.is_terminal():
-            break
-        state = child
-    return state
-
-
-def play_fitness_match(board_type: str, candidate_agent_factory: AgentFactory, baseline_agent_name: str,
-                       games: int, seed: int, *, opening_plies: int = 4,
-                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> Outcome:
-    """The candidate's results against the baseline over paired games (fitness: its mean points).
-
-    Each seeded random opening is played twice with colours swapped, so an opening's bias cancels
-    within its pair; an odd `games` is rounded up to whole pairs. All games advance together, so
-    each agent's `select_many` sees every game waiting on it at once.
-    """
-    from orchestrator.play.agents import AgentContext, make_agent
-    from orchestrator.play.games import BUILTIN
-
-    if isinstance(games, bool) or not isinstance(games, int) or games < 1:
-        raise _bad("games", "must be a positive integer")
-    game = BUILTIN.load(board_type)
-    if game.num_players() != 2:
-        raise _bad("board_type", f"{board_type} has {game.num_players()} players; fitness matches need two")
-    candidate = candidate_agent_factory(seed)
-    baseline = make_agent(baseline_agent_name, AgentContext(board_type=board_type, seed=seed + 1,
-                                                            load_model=load_model, device=device))
-    pairs = (games + 1) // 2
-    states, candidate_seat = [], []
-    for pair in range(pairs):
-        opening = _opening(game, opening_plies, np.random.default_rng([seed, pair]))
-        for seat in (0, 1):
-            states.append(opening.clone())
-            candidate_seat.append(seat)
-    while True:
-        active = [i for i, state in enumerate(states) if not state.is_terminal()]
-        if not active:
-            break
-        mine = [i for i in active if states[i].current_player() == candidate_seat[i]]
-        theirs = [i for i in active if states[i].current_player() != candidate_seat[i]]
-        for agent, turn in ((candidate, mine), (baseline, theirs)):
-            if turn:
-                for i, decision in zip(turn, agent.select_many([states[i] for i in turn])):
-                    states[i].apply_action(decision.action)
-    mine_vs_theirs = [(state.returns()[seat], state.returns()[1 - seat]) for state, seat in zip(states, candidate_seat)]
-    return Outcome(wins=sum(a > b for a, b in mine_vs_theirs), draws=sum(a == b for a, b in mine_vs_theirs),
-                   losses=sum(a < b for a, b in mine_vs_theirs))
-
-
-def evaluate_candidate(config: CMAESConfig, candidate: Candidate, tunables: Tunables, *,
-                       load_model: Callable[[str], Any] | None = None, device: str = "cpu") -> Outcome:
-    """What an evaluation task runs for one candidate: its fitness match."""
-    factory = candidate_factory(config, candidate.params, tunables, load_model=load_model, device=device)
-    return play_fitness_match(config.board_type, factory, config.baseline, config.games_per_candidate,
-                              evaluation_seed(config, candidate.generation), opening_plies=config.opening_plies,
-                              load_model=load_model, device=device)
+            raise invalid("record", f"CMA-ES record of run {config.run_id} is corrupt: {exc!r}") from None

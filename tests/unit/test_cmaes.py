@@ -6,16 +6,8 @@ import pytest
 
 from actors.tunables import CMAES_TUNABLES
 from orchestrator.errors import Conflict
-from orchestrator.learn.cmaes import (
-    CMAESConfig,
-    CMAESRun,
-    Outcome,
-    Tunable,
-    evaluate_candidate,
-    external_outcome,
-    play_fitness_match,
-    tunable_params,
-)
+from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, Tunable, tunable_params
+from orchestrator.learn.cmaes_games import Outcome, evaluate_candidate, external_outcome, play_fitness_match
 from orchestrator.play.agents import Decision
 
 TARGET = {"material": 1.5, "mobility": -2.0, "corner": 3.0}
@@ -252,7 +244,7 @@ def test_the_tunables_catalogue_is_handed_in():
         CMAESRun.start(config(params={"corner": (0.0, 1.0)}), only)
     with pytest.raises(ValueError, match="agent"):
         tunable_params("mcts_8", only)
-    from orchestrator.learn.cmaes import candidate_factory
+    from orchestrator.learn.cmaes_games import candidate_factory
     candidate_factory(run.config, {"knob": 3.0}, only)(11)
     assert seen == [("heuristic", 11, {"knob": 3.0})]
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from actors.tunables import CMAES_TUNABLES
-from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, evaluate_candidate, play_fitness_match, tunable_params
+from orchestrator.learn.cmaes import CMAESConfig, CMAESRun, tunable_params
+from orchestrator.learn.cmaes_games import evaluate_candidate, play_fitness_match
 from orchestrator.learn.model_records import DataWindow, game_ids_digest
 from orchestrator.learn.training import PolicyValueConfig, build_dataset, read_window, scan_window, train_policy_value
 from orchestrator.nn.checkpoint import load_checkpoint, model_path, save_checkpoint
