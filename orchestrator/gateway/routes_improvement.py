@@ -12,9 +12,8 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator
 
 from actors.pipeline import pipeline_actor
-from orchestrator.cluster.placement import pick_training_node
-from orchestrator.errors import Conflict, NotFound, Unavailable
 from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.gateway.routes_training import training_node
 from orchestrator.learn.pipeline import RUN_ID, ImprovementRequest
 from orchestrator.models import RequestModel
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
@@ -45,23 +44,8 @@ class PhaseComplete(RequestModel):
                                                                      'training: {"model_id": id, "loss"?: x}')
 
 
-def home_node(node, wanted: str | None) -> str:
-    """Where a run's self-play, training and checkpoints live: `wanted`, else the leader's pick."""
-    if wanted is None:
-        chosen = pick_training_node(node.peers())
-        if chosen is None:
-            raise Unavailable("no alive node can take the run")
-        return chosen
-    peer = node.peer(wanted)
-    if peer is None:
-        raise NotFound(f"unknown node {wanted!r}", node_id=wanted)
-    if peer["state"] != "alive":
-        raise Conflict(f"node {wanted!r} is {peer['state']} and gets no work", node_id=wanted)
-    return wanted
-
-
 async def start_run(node, mode: str, args: ImprovementRequest) -> dict[str, Any]:
-    target = home_node(node, args.node_id)
+    target = training_node(node, args.node_id, "the run")  # where its self-play, training and checkpoints live
     reply = await node.call(pipeline_actor().start.remote(mode, args.stored(), target, node.election()["epoch"]))
     return {"status": "success", "run_id": reply["run"]["run_id"], "created": reply["created"], "run": reply["run"]}
 

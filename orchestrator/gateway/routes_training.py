@@ -43,11 +43,13 @@ def _job_config(model_kind: str, fields: dict[str, Any], games: GameCatalog) -> 
     return JOB_TYPES[model_kind][1].model_validate(fields, context={GAMES_CONTEXT_KEY: games}).model_dump(mode="json")
 
 
-def _target(node, wanted: str | None) -> str:
+def training_node(node, wanted: str | None, work: str) -> str:
+    """Where `work` (as the 503 names it when no node is alive) runs: `wanted`, refused unless it is
+    a known alive node, else the leader's pick for training (`pick_training_node`)."""
     if wanted is None:
         target = pick_training_node(node.peers())
         if target is None:
-            raise Unavailable("no alive node can take training")
+            raise Unavailable(f"no alive node can take {work}")
         return target
     peer = node.peer(wanted)
     if peer is None:
@@ -71,7 +73,7 @@ async def _start(node, args: TrainingStartRequest, model_kind: str):
             raise Conflict(f"training run {run_id!r} exists with a different body", run_id=run_id)
         if "start_error" not in existing:  # a run whose start failed (its window did not arrive) is started again
             return _started(existing, created=False)
-    target = _target(node, args.node_id)
+    target = training_node(node, args.node_id, "training")
     run = {"run_id": run_id, "job_id": run_id, "job_type": job_type, "model_kind": model_kind, "model_id": model_id,
            "node_id": target, "board_type": args.board_type, "config": config, "request": request,
            "created_at": time.time(), "epoch": epoch, "leader_id": node.node_id,
