@@ -9,14 +9,12 @@ Training replays self-play records (`positions_from_records`) into (observation,
 player to move) pairs, in memory or, given a cache directory, into memory-mapped files one game at
 a time, and fits them by MSE with Adam through the same bounded-memory loader as the policy/value
 trainer. Nothing here writes files except
-`save_nnue`, which goes through the checkpoint module's atomic write and sha256 sidecar, so a
-crash leaves the previous checkpoint or the whole new one; `load_nnue` refuses a file whose digest
-does not match.
+`save_nnue`, which writes the policy/value checkpoint's format (`orchestrator.nn.checkpoint`,
+tagged `nnue`) through its atomic write and sha256 sidecar, so a crash leaves the previous
+checkpoint or the whole new one; `load_nnue` refuses a file whose digest does not match.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,10 @@ from torch import nn
 
 from orchestrator.learn.samples import Column, SampleWriter
 from orchestrator.learn.training import SaveState, TrainConfig, fit, loader_for, moves_in, replay_games
-from orchestrator.nn.checkpoint import SIDECAR_SUFFIX, CheckpointError, lineage_metadata, write_payload
+from orchestrator.nn.checkpoint import read_network, save_network
 from orchestrator.play.features import terminal_value
 from orchestrator.play.games import BUILTIN, GameCatalog
 
-FORMAT_VERSION = 1
 ARCHITECTURE = "nnue"
 
 
@@ -201,40 +198,14 @@ def train_nnue(
 def save_nnue(path: str | os.PathLike[str], model: NNUENet, *, code_version: str, parent: str | None = None,
               data_window: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> str:
     """Write the network with its lineage atomically (checkpoint module's writer); returns its sha256."""
-    metadata = lineage_metadata(code_version=code_version, parent=parent, data_window=data_window, extra=extra)
-    payload = {
-        "format": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metadata": metadata,
-    }
-    return write_payload(path, payload)
+    return save_network(path, model, ARCHITECTURE, code_version=code_version, parent=parent,
+                        data_window=data_window, extra=extra)
 
 
 def load_nnue(path: str | os.PathLike[str], expected_sha256: str | None = None,
               device: str = "cpu") -> tuple[NNUENet, dict[str, Any]]:
     """Verified load: (model in eval mode on `device`, metadata). Raises CheckpointError."""
-    target = Path(path)
-    if expected_sha256 is None:
-        sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
-        if not sidecar.is_file():
-            raise CheckpointError(f"no sha256 given for {target} and no {sidecar.name} beside it")
-        expected_sha256 = sidecar.read_text().strip()
-    try:
-        data = target.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {target} does not exist") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected_sha256.lower():
-        raise CheckpointError(f"checkpoint {target} is corrupt or was replaced: sha256 {actual} != {expected_sha256}")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for undecodable payloads
-        raise CheckpointError(f"checkpoint {target} cannot be decoded: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION \
-            or payload.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"checkpoint {target} is not a format-{FORMAT_VERSION} {ARCHITECTURE} checkpoint")
+    payload, _ = read_network(path, ARCHITECTURE, expected_sha256)
     model = NNUENet(NNUEConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload["metadata"]

@@ -5,7 +5,9 @@ A checkpoint is one `torch.save` payload: the network config, its weights, and a
 extra training settings). It is written to a temp file in the target directory, fsynced and
 renamed, so a reader sees the old file or the whole new one, never half of one. The sha256 of the
 bytes is returned (the model registry keeps it) and written beside the file as `<name>.sha256`;
-loading recomputes it and refuses a file whose digest differs from the expected one.
+loading recomputes it and refuses a file whose digest differs from the expected one. Other
+networks (the NNUE of `orchestrator.learn.nnue`) are kept in the same format under their own
+`architecture` tag, through `save_network` and `read_network`.
 
 A training run also leaves a resume state now and then (`save_training_state`): its weights,
 optimizer moments and step with what it was training on, written the same atomic, sidecar-checked
@@ -87,20 +89,22 @@ def lineage_metadata(*, code_version: str, parent: str | None, data_window: Mapp
         raise CheckpointError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
 
 
-def save_checkpoint(
+def save_network(
     path: str | os.PathLike[str],
-    model: PolicyValueNet,
+    model: torch.nn.Module,
+    architecture: str,
     *,
     code_version: str,
     parent: str | None = None,
     data_window: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write `model` with its lineage atomically; returns the sha256 of the file's bytes."""
+    """Write any network whose `config` has a `to_dict()`, tagged `architecture`, with its lineage
+    atomically; returns the sha256 of the file's bytes. `read_network` is its inverse."""
     metadata = lineage_metadata(code_version=code_version, parent=parent, data_window=data_window, extra=extra)
     payload = {
         "format": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
+        "architecture": architecture,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata,
@@ -108,13 +112,10 @@ def save_checkpoint(
     return write_payload(path, payload)
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], expected_sha256: str | None = None, device: str = "cpu"
-) -> Checkpoint:
-    """Load and verify a checkpoint against `expected_sha256`, or else the sidecar digest beside it.
-
-    The returned model is in eval mode on `device`.
-    """
+def read_network(path: str | os.PathLike[str], architecture: str,
+                 expected_sha256: str | None = None) -> tuple[dict[str, Any], str]:
+    """(payload, sha256) of a `save_network` file tagged `architecture`, verified against
+    `expected_sha256`, or else the sidecar digest beside it. Raises CheckpointError."""
     target = Path(path)
     if expected_sha256 is None:
         sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
@@ -137,13 +138,38 @@ def load_checkpoint(
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for undecodable payloads
         raise CheckpointError(f"checkpoint {target} cannot be decoded: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or payload.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"checkpoint {target} is not a format-{FORMAT_VERSION} {ARCHITECTURE} checkpoint")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or payload.get("architecture") != architecture:
+        raise CheckpointError(f"checkpoint {target} is not a format-{FORMAT_VERSION} {architecture} checkpoint")
+    return payload, actual
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: PolicyValueNet,
+    *,
+    code_version: str,
+    parent: str | None = None,
+    data_window: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Write `model` with its lineage atomically; returns the sha256 of the file's bytes."""
+    return save_network(path, model, ARCHITECTURE, code_version=code_version, parent=parent,
+                        data_window=data_window, extra=extra)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], expected_sha256: str | None = None, device: str = "cpu"
+) -> Checkpoint:
+    """Load and verify a checkpoint against `expected_sha256`, or else the sidecar digest beside it.
+
+    The returned model is in eval mode on `device`.
+    """
+    payload, sha256 = read_network(path, ARCHITECTURE, expected_sha256)
     config = ResNetConfig.from_dict(payload["config"])
     model = PolicyValueNet(config)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
-    return Checkpoint(model=model, config=config, metadata=payload["metadata"], sha256=actual)
+    return Checkpoint(model=model, config=config, metadata=payload["metadata"], sha256=sha256)
 
 
 def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], about: Mapping[str, Any]) -> str:
