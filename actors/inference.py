@@ -1,16 +1,22 @@
-"""The node's batched inference server (`inference:<node_id>`) and the client that search workers call.
+"""The node's batched inference servers (`inference:<node_id>:gpu<i>`, or `inference:<node_id>` on a
+CPU node) and the client that search workers call.
 
-One `InferenceServer` per node owns the node's accelerator (or runs on CPU where there is none)
-and serves every search worker of every job on that node: an async actor, so that the requests
-of many workers wait together in the pure `NetworkServer` (orchestrator/nn/serving.py) and go
-through one forward pass per network. Observations arrive as numpy arrays and answers go back
-the same way; Ray moves large arrays through the node's object store without pickling them.
+One `InferenceServer` per GPU owns that device (`cuda:<i>`, Ray's GPU i), and a node without GPUs
+runs one on its CPU; together they serve every search worker of every job on the node, each
+worker bound to one server. A server is an async actor, so that the requests of many workers wait
+together in the pure `NetworkServer` (orchestrator/nn/serving.py) and go through one forward pass
+per network. Observations arrive as numpy arrays and answers go back the same way; Ray moves large
+arrays through the node's object store without pickling them. Where Ray declares GPUs that CUDA
+cannot see (the test suite's fake GPU node), the servers run on the CPU and say so in `info`.
 
-The server is detached and restarts itself after a crash (`max_restarts=-1`), losing its loaded
+A server is detached and restarts itself after a crash (`max_restarts=-1`), losing its loaded
 networks: `InferenceClient` retries a call while the actor is down, and when the restarted
 server no longer knows the network, it loads it again from the object reference the job put in
-the object store, then retries. Logically it asks Ray for no CPU and no GPU: the job that uses it
-holds the node's GPU on Ray's books, and a 0-GPU actor still sees the node's devices.
+the object store, then retries. On Ray's books a server holds no CPU and no GPU: every self-play
+job on a GPU node holds a whole GPU for its coordinating task (the supervisor asks for it before
+the job knows it will be served), so a server that also asked for one would never be placed on a
+one-GPU node. A 0-GPU actor still sees all of the node's devices (Ray leaves CUDA_VISIBLE_DEVICES
+alone), which is why it picks its device by index.
 """
 from __future__ import annotations
 
@@ -30,11 +36,20 @@ RETRY_INTERVAL_S = 0.2
 LOAD_TIMEOUT_S = 120.0
 
 
+def server_name(node_id: str, gpu: int | None) -> str:
+    return inference_name(node_id) if gpu is None else f"{inference_name(node_id)}:gpu{gpu}"
+
+
+def server_device(gpu: int | None) -> str:
+    return f"cuda:{gpu}" if gpu is not None and torch.cuda.is_available() else "cpu"
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class InferenceServer:
-    def __init__(self, node_id: str, config: ServingConfig, device: str | None = None) -> None:
+    def __init__(self, node_id: str, config: ServingConfig, gpu: int | None = None, device: str | None = None) -> None:
         self.node_id = node_id
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.gpu = gpu
+        self.device = device or server_device(gpu)
         self.core = NetworkServer(self.device, config)
 
     async def load(self, key: str, module_ref: list[ray.ObjectRef]) -> bool:
@@ -53,17 +68,27 @@ class InferenceServer:
         return self.core.unload(key)
 
     async def info(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "device": self.device, "networks": self.core.stats(),
+        return {"node_id": self.node_id, "gpu": self.gpu, "device": self.device, "networks": self.core.stats(),
                 "max_batch": self.core.config.max_batch, "max_wait_s": self.core.config.max_wait_s}
 
 
 def start_inference_server(node_id: str, ray_node_id: str, config: ServingConfig | None = None,
-                           device: str | None = None) -> Any:
-    """The node's server, started pinned to its Ray node if it is not running (then `config` is ignored)."""
+                           gpu: int | None = None, device: str | None = None) -> Any:
+    """The server of GPU `gpu` (None: the CPU server), started pinned to its Ray node if it is not
+    running (then `config` is ignored)."""
     return InferenceServer.options(
-        name=inference_name(node_id), namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
+        name=server_name(node_id, gpu), namespace=NAMESPACE, get_if_exists=True, lifetime="detached",
         scheduling_strategy=pinned(ray_node_id),
-    ).remote(node_id, config or ServingConfig(), device)
+    ).remote(node_id, config or ServingConfig(), gpu, device)
+
+
+def start_inference_servers(node_id: str, ray_node_id: str, gpus: int, config: ServingConfig | None = None
+                            ) -> list[str]:
+    """The names of the node's servers, one per GPU (or one CPU server where `gpus` is 0), started where not running."""
+    indices: list[int | None] = list(range(gpus)) or [None]
+    for gpu in indices:
+        start_inference_server(node_id, ray_node_id, config, gpu)
+    return [server_name(node_id, gpu) for gpu in indices]
 
 
 class InferenceClient:

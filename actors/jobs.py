@@ -40,11 +40,12 @@ class RayJobRunner:
     """Launches attempts as Ray tasks pinned to this node and reports how each one ended."""
 
     def __init__(self, node_id: str, ray_node_id: str, data_dir: str, games: GameCatalog,
-                 on_end: Callable[[str, int, Outcome], None]) -> None:
+                 on_end: Callable[[str, int, Outcome], None], selfplay_served: str) -> None:
         self.node_id = node_id
         self.ray_node_id = ray_node_id
         self.data_dir = data_dir
         self.games = games
+        self.selfplay_served = selfplay_served
         self.on_end = on_end
         self.refs: dict[tuple[str, int], ray.ObjectRef] = {}
 
@@ -54,7 +55,8 @@ class RayJobRunner:
             num_cpus=launch.num_cpus,
             num_gpus=launch.num_gpus,
             scheduling_strategy=pinned(self.ray_node_id),
-        ).remote(launch.job_type, launch.config, launch.job_id, self.node_id, launch.attempt, self.data_dir, self.games)
+        ).remote(launch.job_type, launch.config, launch.job_id, self.node_id, launch.attempt, self.data_dir, self.games,
+                 self.selfplay_served)
         key = (launch.job_id, launch.attempt)
         self.refs[key] = ref
         asyncio.get_running_loop().create_task(self._watch(key, ref))
@@ -88,7 +90,8 @@ class JobSupervisor:
         self.clock = clock
         self.store = NodeStore(node_db_path(settings.node_dir()))
         games = GameCatalog.from_settings(settings.games)
-        self.runner = RayJobRunner(node_id, ray_node_id, str(settings.node_dir()), games, self._attempt_ended)
+        self.runner = RayJobRunner(node_id, ray_node_id, str(settings.node_dir()), games, self._attempt_ended,
+                                   settings.selfplay_served)
         policy = SupervisorPolicy(stuck_after_s=settings.stuck_after_s, recent_jobs=settings.recent_jobs_in_status,
                                   history_max_age_s=settings.job_history_max_age_s)
         self.core = JobSupervisorCore(node_id, self.store, self.runner, JOB_TYPES, policy, _node_gpus(ray_node_id),

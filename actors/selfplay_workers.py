@@ -1,4 +1,4 @@
-"""Served self-play: a job's games spread over search workers that share the node's inference server.
+"""Served self-play: a job's games spread over search workers that share the node's inference servers.
 
 The job's task stays the coordinator: it runs `run_selfplay` as ever (resume, files, progress,
 stop), with a `ServedGames` in place of the in-process `GameBatch`. `ServedGames` starts
@@ -9,10 +9,17 @@ games that ended. Finished games thus reach the coordinator one move after they 
 worker that dies loses only its unfinished games: their indices go back to the front of the queue
 and a fresh worker replays them from the start (same game ids, same game seeds).
 
-Which path a job takes: served where the config says `served: true`, or by default where the
-node has a GPU; in-process otherwise, and always for agents without a network (nothing to serve).
-Workers ask Ray for no CPU of their own: the job's CPU slot is held by its coordinating task, and
-the workers are that job's parallelism, bounded by `workers` (default: the node's CPUs minus one).
+Which path a job takes (`choose_served`): the config's `served` where it says; left null, the
+node's `selfplay_served` setting: `on`, `off`, or `auto` (the default), served where Ray gives the
+node a GPU. Agents without a network always play in process (nothing to serve).
+
+Resources: the coordinating task keeps the CPU (and, on a GPU node, the GPU) the supervisor gave
+it. Each worker reserves one CPU of its own from Ray, so two served jobs on one node never promise
+more CPUs than it has. How many (`plan_workers`): the config's `workers`, or the node's CPUs minus
+one (the coordinator's), but never more than the node's CPUs free when the job starts, and at
+least one: with none free, that one worker runs on the coordinator's reservation instead of
+waiting for another job to end. Workers are bound round-robin to the node's servers, one per GPU
+(one on the CPU where the node has no GPU); a replacement takes its dead worker's server.
 """
 from __future__ import annotations
 
@@ -23,20 +30,25 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import ray._private.state
 
-from actors.inference import InferenceClient, start_inference_server
-from actors.naming import inference_name, pinned, root_cause
+from actors.inference import InferenceClient, start_inference_servers
+from actors.naming import pinned, root_cause
 from orchestrator.cluster.job_types import JobContext
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
 from orchestrator.nn.serving import ServingConfig
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.play.selfplay import GameBatch, SearchTally, SelfplayConfig, _make_agent, run_selfplay
-from orchestrator.play.served import ServedEvaluator
+from orchestrator.play.served import ServedEvaluator, choose_served, plan_workers
 
 SERVED_KINDS = ("mcts", "gumbel")
 # Dead workers a job replaces, per worker it runs, before it fails (a worker that keeps dying is a fault, not bad luck).
 REPLACEMENTS_PER_WORKER = 3
 WORKER_CALL_TIMEOUT_S = 600.0  # one move of every game of one worker; longer means the worker is wedged
+# Ray's per-node view of free resources trails the raylet by a resource report or more: how long a job
+# waits for it to show the CPU that the job's own task already holds, so as not to count it as free.
+RESOURCE_VIEW_LAG_S = 2.0
+RESOURCE_VIEW_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class WorkerJob:
         return False  # workers never report: the coordinator does
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(max_restarts=0)  # its CPU reservation is given at start (see plan_workers)
 class SelfplayWorker:
     def __init__(self, config: dict[str, Any], job: WorkerJob, worker: int, server_name: str, key: str,
                  module_ref: list[ray.ObjectRef]) -> None:
@@ -78,56 +90,79 @@ class SelfplayWorker:
         }
 
 
-def node_cpus(ray_node_id: str) -> float:
-    return next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["NodeID"] == ray_node_id and n["Alive"]), 1.0)
+def node_resources(ray_node_id: str) -> dict[str, float]:
+    """What the live Ray node declares (its totals)."""
+    return next((n["Resources"] for n in ray.nodes() if n["NodeID"] == ray_node_id and n["Alive"]), {})
 
 
-def node_has_gpu(ray_node_id: str) -> bool:
-    return bool(ray.get_gpu_ids()) or any(
-        n["Resources"].get("GPU", 0.0) > 0 for n in ray.nodes() if n["NodeID"] == ray_node_id and n["Alive"])
+def node_free_cpus(ray_node_id: str) -> float:
+    # Ray's books for this one node: the public ray.available_resources() sums the whole cluster.
+    return ray._private.state.available_resources_per_node().get(ray_node_id, {}).get("CPU", 0.0)
 
 
-def wants_served(config: SelfplayConfig, ray_node_id: str) -> bool:
+def free_cpus_besides_mine(ray_node_id: str) -> float:
+    """The node's free CPUs, once Ray's view no longer counts this task's own CPUs as free (see RESOURCE_VIEW_LAG_S)."""
+    context = ray.get_runtime_context()
+    mine = context.get_assigned_resources().get("CPU", 0.0) if context.worker.mode == ray.WORKER_MODE else 0.0
+    ceiling = node_resources(ray_node_id).get("CPU", 0.0) - mine
+    deadline = time.monotonic() + RESOURCE_VIEW_LAG_S
+    while (free := node_free_cpus(ray_node_id)) > ceiling and time.monotonic() < deadline:
+        time.sleep(RESOURCE_VIEW_POLL_S)
+    return min(free, ceiling)
+
+
+def node_gpus(ray_node_id: str) -> int:
+    return int(node_resources(ray_node_id).get("GPU", 0.0))
+
+
+def wants_served(config: SelfplayConfig, ray_node_id: str, node_mode: str = "auto") -> bool:
+    """Whether this job plays served; `node_mode` is the node's `selfplay_served` setting."""
     spec = config.agent_spec()
     if spec.model_id is None or spec.kind not in SERVED_KINDS:
         return False
-    return config.served if config.served is not None else node_has_gpu(ray_node_id)
+    return choose_served(config.served, node_mode, node_gpus(ray_node_id) > 0)
 
 
 class ServedGames:
     """A `GameStepper` whose games are played by search workers on this node (see the module docstring)."""
 
     def __init__(self, config: SelfplayConfig, ctx: JobContext, module: Any, *, workers: int | None = None,
-                 server_name: str | None = None) -> None:
+                 server_names: list[str] | None = None) -> None:
         self.config = config
         self.ray_node_id = ray.get_runtime_context().get_node_id()
-        self.count = workers or config.workers or max(1, int(node_cpus(self.ray_node_id)) - 1)
+        self.count, self.worker_cpus = plan_workers(workers or config.workers,
+                                                    node_resources(self.ray_node_id).get("CPU", 1.0),
+                                                    free_cpus_besides_mine(self.ray_node_id))
         self.job = WorkerJob(ctx.job_id, ctx.node_id, ctx.attempt, Path(ctx.data_dir), ctx.games)
-        self.server_name = server_name or inference_name(ctx.node_id)
-        if server_name is None:
-            start_inference_server(ctx.node_id, self.ray_node_id,
-                                   ServingConfig(max_batch=config.served_max_batch, max_wait_s=config.served_max_wait_s))
+        if server_names is None:
+            server_names = start_inference_servers(
+                ctx.node_id, self.ray_node_id, node_gpus(self.ray_node_id),
+                ServingConfig(max_batch=config.served_max_batch, max_wait_s=config.served_max_wait_s))
+        self.server_names = list(server_names)
         self.key = config.agent_spec().model_id
         # On the CPU wherever it was loaded: the server moves it to its device.
         self.module_ref = ray.put(getattr(module, "model", module).to("cpu"))
-        InferenceClient(self.server_name, self.key, self.module_ref).ensure_loaded()
+        for name in self.server_names:
+            InferenceClient(name, self.key, self.module_ref).ensure_loaded()
         self.positions = 0
         self.replacements = 0
         self._next_index = 0
         self._workers: dict[int, Any] = {}
+        self._server_of: dict[int, str] = {}
         self._assigned: dict[int, list[int]] = {}
         self._calls: dict[ray.ObjectRef, int] = {}
         self._reports: dict[int, dict[str, Any]] = {}  # each worker's last counters, dead ones' kept
         self._started = time.monotonic()
-        for _ in range(self.count):
-            self._start_worker()
+        for slot in range(self.count):
+            self._start_worker(self.server_names[slot % len(self.server_names)])
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, server_name: str) -> None:
         worker = self._next_index
         self._next_index += 1
         self._workers[worker] = SelfplayWorker.options(
-            scheduling_strategy=pinned(self.ray_node_id), name=None,
-        ).remote(self.config.model_dump(), self.job, worker, self.server_name, self.key, [self.module_ref])
+            num_cpus=self.worker_cpus, scheduling_strategy=pinned(self.ray_node_id), name=None,
+        ).remote(self.config.model_dump(), self.job, worker, server_name, self.key, [self.module_ref])
+        self._server_of[worker] = server_name
         self._assigned[worker] = []
 
     def in_flight(self) -> int:
@@ -174,7 +209,7 @@ class ServedGames:
         self.replacements += 1
         if self.replacements > REPLACEMENTS_PER_WORKER * self.count:
             raise RuntimeError(f"{self.replacements} self-play workers died; giving up")
-        self._start_worker()
+        self._start_worker(self._server_of.pop(worker))
 
     def progress(self) -> dict[str, Any]:
         tally = SearchTally()
@@ -194,7 +229,8 @@ class ServedGames:
             "in_flight": self.in_flight(), **tally.summary(),
             "eval_network_calls": calls, "eval_leaves": leaves, "eval_leaves_per_call": leaves / calls if calls else 0.0,
             "eval_evals_per_s": leaves / elapsed, "eval_network_s": network_s,
-            "served": True, "workers": self.count, "worker_replacements": self.replacements,
+            "served": True, "workers": self.count, "worker_cpus": self.worker_cpus, "servers": len(self.server_names),
+            "worker_replacements": self.replacements,
             "server_retries": retries, "server_reloads": reloads,
         }
 
@@ -214,7 +250,9 @@ def load_job_model(config: SelfplayConfig, ctx: JobContext) -> Any:
 
 def run_selfplay_job(config: SelfplayConfig, ctx: JobContext) -> dict[str, Any]:
     """The self-play job type's run: served where `wants_served`, else today's in-process loop."""
-    if not wants_served(config, ray.get_runtime_context().get_node_id()):
+    # A node's job task carries the node's setting; other hosts of this run (tools, tests) have none.
+    node_mode = getattr(ctx, "selfplay_served", "auto")
+    if not wants_served(config, ray.get_runtime_context().get_node_id(), node_mode):
         return run_selfplay(config, ctx)
     module = load_job_model(config, ctx)
     return run_selfplay(config, ctx, lambda c, x: ServedGames(c, x, module))

@@ -19,12 +19,14 @@ REPORT_TIMEOUT_S = 30.0
 class RayJobContext:
     """The JobContext a job sees: progress goes to its node's JobSupervisor, which answers 'stop?'."""
 
-    def __init__(self, job_id: str, node_id: str, attempt: int, data_dir: str, games: GameCatalog) -> None:
+    def __init__(self, job_id: str, node_id: str, attempt: int, data_dir: str, games: GameCatalog,
+                 selfplay_served: str = "auto") -> None:
         self.job_id = job_id
         self.node_id = node_id
         self.attempt = attempt
         self.data_dir = Path(data_dir)
         self.games = games
+        self.selfplay_served = selfplay_served  # the node's setting, for self-play configs that leave `served` null
         self.device = "cuda" if ray.get_gpu_ids() else "cpu"
         self.stop_seen = False
         self.data_origins: dict[str, str] = {}  # files copied here from other nodes -> their node (see gather)
@@ -81,9 +83,9 @@ def load_model_here(model_id: str, device: str = "cpu") -> Any:
 
 @ray.remote(max_retries=0)
 def run_job(job_type: str, config: dict[str, Any], job_id: str, node_id: str, attempt: int, data_dir: str,
-            games: GameCatalog) -> dict[str, Any]:
+            games: GameCatalog, selfplay_served: str) -> dict[str, Any]:
     kind = JOB_TYPES.get(job_type)
-    ctx = RayJobContext(job_id, node_id, attempt, data_dir, games)
+    ctx = RayJobContext(job_id, node_id, attempt, data_dir, games, selfplay_served)
     # The first report marks the job running the moment its task starts, so a task that then
     # goes silent shows as stuck; a stop that arrived while it was queued ends it here.
     if ctx.report({"phase": "started"}):

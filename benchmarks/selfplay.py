@@ -329,7 +329,7 @@ def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: P
                                 seed=args.seed, games_per_file=10_000)
         with tempfile.TemporaryDirectory() as data_dir:
             ctx = BenchContext(data_dir)
-            games = ServedGames(config, ctx, net, workers=workers, server_name=inference_name("bench"))
+            games = ServedGames(config, ctx, net, workers=workers, server_names=[inference_name("bench")])
             ray.get([handle.advance.remote([]) for handle in games._workers.values()])  # started and warm
             result = run_selfplay(config, ctx, lambda c, x: games)
         stats = ray.get(server.info.remote())["networks"]["bench"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # The board_type whose continuous improvement pipeline `start` launches once a leader is known
     # (idempotent: run id `autostart-<board_type>`); empty or null: none. The test suite sets it empty.
     autostart_pipeline: str | None = "square8"
+    # Self-play jobs whose config leaves `served` null: search workers against this node's batched
+    # inference servers ("on"), the in-process search ("off"), or served where Ray gives the node a GPU ("auto").
+    selfplay_served: Literal["auto", "on", "off"] = "auto"
 
     # git operations (/git/*): the deployed checkout, fast-forwarded from git_remote/git_branch
     git_repo_dir: Path | None = None  # None: the checkout this code runs from

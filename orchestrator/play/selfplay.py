@@ -77,9 +77,14 @@ class SelfplayConfig(BaseModel):
         description="mcts/gumbel: keep the subtree under the move played; its visits count toward the next search's budget",
     )
     served: bool | None = Field(
-        default=None, description="search workers against the node's inference server; null: on where the node has a GPU",
+        default=None,
+        description="search workers against the node's inference servers; null: the node's selfplay_served setting "
+                    "(default auto: on where the node has a GPU)",
     )
-    workers: int | None = Field(default=None, ge=1, le=256, description="served: search workers; null: the node's CPUs minus one")
+    workers: int | None = Field(
+        default=None, ge=1, le=256,
+        description="served: search workers, one CPU each, at most the node's free CPUs; null: the node's CPUs minus one",
+    )
     served_max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1, le=65_536,
                                   description="served: leaf rows per forward pass, if this job starts the node's server")
     served_max_wait_s: float = Field(default=DEFAULT_MAX_WAIT_S, ge=0, le=1.0,

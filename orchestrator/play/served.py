@@ -6,6 +6,10 @@ tensors here (OpenSpiel writes them straight into a numpy array), hands the floa
 turns the raw logits and values into priors and per-seat values exactly as the in-process
 evaluator does, with the same code. Given the same batch, a float32 server returns the same
 numbers as the in-process network, so the search makes the same moves.
+
+Also here, as pure decisions that the Ray side (actors/selfplay_workers.py) applies: whether a job
+is served (`choose_served`) and how many search workers it runs and what each reserves
+(`plan_workers`).
 """
 from __future__ import annotations
 
@@ -20,6 +24,32 @@ from open_spiel.python.observation import make_observation
 from orchestrator.play.evaluators import NetworkEvaluator
 
 RemoteForward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+SERVED_MODES = ("auto", "on", "off")  # the node setting `selfplay_served`
+
+
+def choose_served(job_served: bool | None, node_mode: str, node_has_gpu: bool) -> bool:
+    """The job's own `served` wins; left null, the node's setting decides (auto: where the node has a GPU)."""
+    if node_mode not in SERVED_MODES:
+        raise ValueError(f"selfplay_served must be one of {SERVED_MODES}, not {node_mode!r}")
+    if job_served is not None:
+        return job_served
+    return node_has_gpu if node_mode == "auto" else node_mode == "on"
+
+
+def plan_workers(requested: int | None, node_cpus: float, free_cpus: float) -> tuple[int, float]:
+    """(search workers, CPUs each reserves) for a served job whose coordinator already holds its own CPU.
+
+    Wanted: `requested`, or the node's CPUs minus one (the coordinator's). Each worker reserves a
+    whole CPU, so jobs side by side never promise Ray more CPUs than the node has; the count is
+    bounded by the CPUs free now, because a worker Ray cannot place would hold its games hostage
+    until some other job ends. With no CPU free at all, one worker runs on the coordinator's
+    reservation (the coordinator only waits on its workers), so the job still starts.
+    """
+    wanted = requested if requested is not None else max(1, int(node_cpus) - 1)
+    free = int(free_cpus)
+    if free < 1:
+        return 1, 0.0
+    return max(1, min(wanted, free)), 1.0
 
 
 class ServedEvaluator(NetworkEvaluator):

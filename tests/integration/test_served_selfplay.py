@@ -17,7 +17,7 @@ import ray
 from actors.inference import InferenceClient, start_inference_server
 from actors.naming import election_name, inference_name, lookup, pinned
 from actors.pipeline import write_untrained
-from actors.selfplay_workers import ServedGames, wants_served
+from actors.selfplay_workers import ServedGames, node_free_cpus, wants_served
 from orchestrator.learn.registry import REGISTRY_KIND
 from orchestrator.nn.serving import PreparedNetwork, ServingConfig
 from orchestrator.play.games import BUILTIN
@@ -57,10 +57,23 @@ def served_run(cfg: SelfplayConfig, ctx: Context, server_name: str, net, workers
             on_report(made[0])
         return report(progress)
 
+    def started(c: SelfplayConfig, x: Context) -> ServedGames:
+        games = ServedGames(c, x, net, workers=workers, server_names=[server_name])
+        # Every worker up before the first game: on this small box a worker process takes seconds to
+        # start, and the first one could otherwise play every game alone.
+        ray.get([handle.advance.remote([]) for handle in games._workers.values()], timeout=120)
+        made.append(games)
+        return games
+
     ctx.report = reporting  # type: ignore[method-assign]
-    result = run_selfplay(cfg, ctx, lambda c, x: made.append(ServedGames(c, x, net, workers=workers,
-                                                                          server_name=server_name)) or made[0])
-    return result
+    return run_selfplay(cfg, ctx, started)
+
+
+def cpus_free_here(count: int) -> str:
+    """This driver's Ray node, once `count` CPUs are free on it (a previous test's workers may still be ending)."""
+    here = ray.get_runtime_context().get_node_id()
+    wait_until(lambda: node_free_cpus(here) >= count, timeout_s=30, what=f"{count} CPUs free here")
+    return here
 
 
 def records(ctx: Context, cfg: SelfplayConfig) -> list[dict]:
@@ -76,12 +89,31 @@ def assert_every_game_once(rows: list[dict], count: int) -> None:
 def test_workers_share_batches_and_finish_every_game(server, tmp_path):
     name, handle = server
     cfg, ctx = config(num_games=12), Context(tmp_path, job_id="served-batch")
-    result = served_run(cfg, ctx, name, tiny_net(1), workers=3)
-    assert result["complete"] and result["workers"] == 3 and result["served"]
+    cpus_free_here(2)  # the session's nodes have 2 CPUs: one worker each
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=2)
+    assert result["complete"] and result["workers"] == 2 and result["served"]
     assert_every_game_once(records(ctx, cfg), 12)
     stats = ray.get(handle.info.remote())["networks"]["tiny"]
     assert stats["requests"] > stats["batches"], f"some forward pass served several workers' requests: {stats}"
     assert result["eval_leaves"] == stats["rows"]
+
+
+def test_each_worker_holds_a_cpu_on_rays_books_and_no_more_start_than_are_free(server, tmp_path):
+    name, _ = server
+    here = cpus_free_here(2)
+    before = node_free_cpus(here)
+    cfg, ctx = config(num_games=6), Context(tmp_path, job_id="served-cpus")
+    during = {}
+
+    def look(games: ServedGames) -> None:
+        during["workers"] = games.count
+        wait_until(lambda: node_free_cpus(here) == before - games.count, timeout_s=30,
+                   what="the workers' CPUs taken on Ray's books")
+
+    result = served_run(cfg, ctx, name, tiny_net(1), workers=8, on_report=look)
+    assert result["complete"] and result["worker_cpus"] == 1.0
+    assert during["workers"] == int(before), "asked for 8: as many as the node had free"
+    wait_until(lambda: node_free_cpus(here) == before, timeout_s=30, what="the workers' CPUs given back")
 
 
 def test_a_worker_killed_mid_game_loses_only_its_unfinished_games(server, tmp_path):
@@ -163,6 +195,8 @@ def test_served_moves_equal_in_process_moves_at_a_fixed_seed(server, tmp_path):
 def test_served_only_where_asked_or_on_a_gpu_node_and_only_for_network_searches():
     here = ray.get_runtime_context().get_node_id()  # the session cluster's nodes have no GPU
     assert not wants_served(config(served=None), here)
+    assert wants_served(config(served=None), here, "on"), "the node setting serves a CPU node"
+    assert wants_served(config(served=True), here, "off"), "the job's own choice beats the node's"
     assert wants_served(config(served=True), here)
     assert not wants_served(config(served=False), here)
     assert not wants_served(config(agent="mcts_8"), here), "rollouts have no network to serve"
@@ -170,23 +204,28 @@ def test_served_only_where_asked_or_on_a_gpu_node_and_only_for_network_searches(
 
 
 def test_a_served_selfplay_job_through_the_supervisor(gateways):
-    """The job path: /start_job, the supervisor's Ray task, the catalogue's served run, the node's named server."""
+    """The job path: /start_job, the supervisor's Ray task, the catalogue's served run, the node's named server.
+
+    The job leaves `served` null: the node's `selfplay_served: on` setting is what serves it on a CPU node."""
     suffix = uuid.uuid4().hex[:6]
-    node = gateways.start(f"served-{suffix}", gateways.ray_node_id(0))
+    cpus_free_here(2)
+    node = gateways.start(f"served-{suffix}", gateways.ray_node_id(0), selfplay_served="on")
     wait_until(lambda: node.health()["leader_id"] == node.node_id, timeout_s=60, what="the node leads itself")
     model_id = f"served-{suffix}-net"
     doc = ray.get(write_untrained.options(scheduling_strategy=pinned(gateways.ray_node_id(0))).remote(
         "tic_tac_toe", BUILTIN, str(node.settings.node_dir()), model_id, 1, 8, 0), timeout=120)
     ray.get(lookup(election_name(node.node_id)).leader_write.remote(REGISTRY_KIND, model_id, doc), timeout=30)
     job_config = {"board_type": "tic_tac_toe", "agent": f"model:{model_id}+mcts_4", "num_games": 6,
-                  "parallel_games": 2, "served": True, "workers": 2}
+                  "parallel_games": 2, "workers": 2}
     started = node.post("/start_job", json={"job_id": f"served-job-{suffix}", "job_type": "selfplay", "config": job_config})
     assert started.status_code == 200, started.text
     job = wait_until(lambda: (j := node.job(f"served-job-{suffix}"))["state"] in ("completed", "failed") and j,
                      timeout_s=180, interval_s=0.5, what="the served job finished")
     assert job["state"] == "completed", job
     result = job["result"]
-    assert result["served"] and result["workers"] == 2 and result["complete"] and result["games_done"] == 6
+    # The node's 2 CPUs: one for the job's own task, one free for a worker, however many were asked for.
+    assert result["served"] and result["workers"] == 1 and result["worker_cpus"] == 1.0
+    assert result["complete"] and result["games_done"] == 6 and result["servers"] == 1
     server = lookup(inference_name(node.node_id))
     try:
         assert ray.get(server.info.remote())["networks"][model_id]["rows"] == result["eval_leaves"]

@@ -15,7 +15,7 @@ from orchestrator.nn.serving import (
 from orchestrator.play.evaluators import NetworkEvaluator
 from orchestrator.play.games import BUILTIN
 from orchestrator.play.mcts import MCTSAgent, MCTSConfig
-from orchestrator.play.served import ServedEvaluator
+from orchestrator.play.served import ServedEvaluator, choose_served, plan_workers
 
 GAME = BUILTIN.load("tic_tac_toe")
 
@@ -201,3 +201,23 @@ def test_search_makes_the_same_moves_served_and_in_process():
         for states, chosen in zip(games, moves):
             for state, action in zip(states, chosen):
                 state.apply_action(action)
+
+
+def test_the_job_config_decides_and_when_it_is_silent_the_node_setting_does():
+    for mode in ("auto", "on", "off"):
+        for gpu in (False, True):
+            assert choose_served(True, mode, gpu) and not choose_served(False, mode, gpu)
+    assert choose_served(None, "auto", True) and not choose_served(None, "auto", False)
+    assert choose_served(None, "on", False), "on: served on a CPU node"
+    assert not choose_served(None, "off", True), "off: in process on a GPU node"
+    with pytest.raises(ValueError):
+        choose_served(None, "sometimes", True)
+
+
+def test_workers_reserve_a_cpu_each_bounded_by_what_the_node_has_free():
+    assert plan_workers(None, node_cpus=16, free_cpus=15) == (15, 1.0), "default: the node's CPUs minus one"
+    assert plan_workers(None, node_cpus=16, free_cpus=4.5) == (4, 1.0), "no more than are free"
+    assert plan_workers(8, node_cpus=16, free_cpus=15) == (8, 1.0)
+    assert plan_workers(8, node_cpus=16, free_cpus=3) == (3, 1.0), "an explicit count is bounded too"
+    assert plan_workers(None, node_cpus=1, free_cpus=0) == (1, 0.0), "none free: one on the coordinator's CPU"
+    assert plan_workers(4, node_cpus=2, free_cpus=0.5) == (1, 0.0)
