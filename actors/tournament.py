@@ -1,8 +1,8 @@
 """TournamentActor: tournaments, A/B tests, gauntlets and ratings; one detached singleton on the Ray head.
 
-A driver thread hands each running run's games out as `play_batch` Ray tasks, round-robin over the
-alive Ray nodes with CPUs (hard-pinned for a tournament spread over every node, soft otherwise),
-never more tasks at once than those nodes have CPUs, and stores every game that comes back. A node
+A driver thread hands each running run's games out as `play_batch` Ray tasks (through `GameTasks`,
+actors/eval_dispatch.py), never more tasks at once than the alive nodes have CPUs, and stores every
+game that comes back. A node
 with GPUs gets the games of network agents in larger batches holding a GPU share (see
 orchestrator.play.eval_placement).
 
@@ -25,18 +25,18 @@ from dataclasses import replace
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.cluster_store import head_node_id
+from actors.eval_dispatch import GameTasks, alive_nodes
 from actors.eval_tasks import play_batch
 from actors.naming import CLUSTER_STORE, NAMESPACE, TOURNAMENT_ACTOR, election_name, lookup, pinned, root_cause
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.learn.registry import REGISTRY_KIND
 from orchestrator.play.agents import InvalidAgent, parse_agent
-from orchestrator.play.eval_placement import BatchPlan, batch_plan
-from orchestrator.play.evaluation import EvalGame, check_two_player
+from orchestrator.play.eval_placement import batch_plan
+from orchestrator.play.evaluation import EvalGame, check_two_player, default_opening_plies
 from orchestrator.play.evaluation_runs import (CANCELLED, CREATED, FAILED, FINISHED, RUNNING, ABTest, Gauntlet, Tournament,
-                                               derived_seed, game_record, ratings)
+                                               game_record, ratings)
 from orchestrator.play.games import GameCatalog, UnknownGame
 from orchestrator.stats.bradley_terry import UnknownAnchor
 
@@ -47,7 +47,7 @@ TICK_S = 0.2
 CALL_TIMEOUT_S = 10.0
 MAX_ERRORS = 5
 RETRY_AFTER_S = 2.0  # a failed batch's games wait this long before they are handed out again
-ABTEST_DEFAULTS = {"alpha": 0.05, "beta": 0.05, "elo_model": "logistic", "opening_plies": 2}
+ABTEST_DEFAULTS = {"alpha": 0.05, "beta": 0.05, "elo_model": "logistic"}
 MAX_FAILURES_IN_A_ROW = 8  # then the run fails: an agent that cannot play must not spin forever
 
 
@@ -62,16 +62,12 @@ class TournamentActor:
         self.abtests: dict[str, ABTest] = {}
         self.gauntlets: dict[str, Gauntlet] = {}
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}  # run records waiting for the store
-        self.in_flight: dict[Any, tuple[str, list[str], str]] = {}  # ref -> (run id, game ids, node)
-        self.flying: set[str] = set()
+        self.tasks = GameTasks(games)
         self.next_pair: dict[str, int] = {}
-        self.progress: dict[str, dict[str, dict[str, int]]] = {}  # run id -> node -> dispatched/done
-        self.clock: dict[str, tuple[float, int]] = {}  # run id -> (first dispatch, games done since)
         self.errors: dict[str, list[str]] = {}
         self.failures: dict[str, int] = {}  # run id -> failed batches since its last success
         self.retry_at: dict[str, float] = {}  # game id -> when it may be handed out again
         self.loaded = threading.Event()
-        self._turn = 0
         threading.Thread(target=self._drive, name="tournament-driver", daemon=True).start()
 
     # --- driver ---------------------------------------------------------------------------------
@@ -84,7 +80,7 @@ class TournamentActor:
                     self._flush()
                     self._settle(time.time())
                     self._dispatch()
-                    refs = list(self.in_flight)
+                    refs = self.tasks.refs()
                 if refs:
                     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=TICK_S)
                     for ref in ready:
@@ -133,7 +129,7 @@ class TournamentActor:
             settled = test.settle(self.games, now) if test.state == RUNNING else test
             if settled is not test:
                 self._save_abtest(settled)
-                self._stop_tasks(test_id)
+                self.tasks.stop(test_id)
         for gid, g in list(self.gauntlets.items()):
             if g.state != RUNNING:
                 continue
@@ -142,7 +138,7 @@ class TournamentActor:
                 for test_id in g.test_ids:
                     if self.abtests[test_id].state in (CREATED, RUNNING):
                         self._save_abtest(replace(self.abtests[test_id], state=CANCELLED, finished_at=now))
-                        self._stop_tasks(test_id)
+                        self.tasks.stop(test_id)
                 self._snapshot(g.board_type, gid, "gauntlet", now)
                 self._save(GAUNTLETS_KIND, gid, replace(g, state=FINISHED, finished_at=now))
 
@@ -152,29 +148,29 @@ class TournamentActor:
     def _dispatch(self) -> None:
         if self.dirty or self.unsaved:
             return  # nothing new is handed out while the store refuses what we have
-        nodes = self._nodes()
+        nodes = alive_nodes()
         capacity = sum(cpus for _, cpus, _ in nodes)
         for t in self.tournaments.values():
             if t.state != RUNNING:
                 continue
             now = time.time()
-            waiting = [g for g in t.schedule() if g.game_id not in self.games and g.game_id not in self.flying
+            waiting = [g for g in t.schedule() if g.game_id not in self.games and g.game_id not in self.tasks.flying
                        and self.retry_at.get(g.game_id, 0.0) <= now]
-            while waiting and len(self.in_flight) < capacity:
-                node = self._next_node(nodes)
+            while waiting and len(self.tasks) < capacity:
+                node = self.tasks.next_node(nodes)
                 batch = [waiting.pop(0)]
                 pairing = {batch[0].first, batch[0].second}
                 plan = batch_plan(pairing, node[2] if node else 0)
                 while waiting and len(batch) < plan.games and {waiting[0].first, waiting[0].second} == pairing:
                     batch.append(waiting.pop(0))
-                self._launch(t.tournament_id, t.board_type, batch, node, plan, hard=t.kind == "nodes")
+                self.tasks.launch(t.tournament_id, t.board_type, batch, node, plan, hard=t.kind == "nodes")
         for test in self.abtests.values():
             if test.state != RUNNING:
                 continue
             _, _, counted = test.counts(self.games)
-            flying = sum(len(ids) for run, ids, _ in self.in_flight.values() if run == test.test_id)
-            while len(self.in_flight) < capacity:
-                node = self._next_node(nodes)
+            flying = self.tasks.games_of(test.test_id)
+            while len(self.tasks) < capacity:
+                node = self.tasks.next_node(nodes)
                 plan = batch_plan((test.agent_a, test.agent_b), node[2] if node else 0)
                 pairs = min(plan.games // 2, (test.max_games - counted - flying + 1) // 2)
                 if pairs <= 0:
@@ -182,43 +178,12 @@ class TournamentActor:
                 index = self.next_pair.get(test.test_id, 0)
                 self.next_pair[test.test_id] = index + pairs
                 batch = [g for k in range(index, index + pairs) for g in test.pair(k)]
-                self._launch(test.test_id, test.board_type, batch, node, plan, hard=False)
+                self.tasks.launch(test.test_id, test.board_type, batch, node, plan, hard=False)
                 flying += len(batch)
-
-    def _next_node(self, nodes: list[tuple[str, float, float]]) -> tuple[str, float, float] | None:
-        self._turn += 1
-        return nodes[self._turn % len(nodes)] if nodes else None
-
-    def _launch(self, run_id: str, board_type: str, batch: list[EvalGame], target: tuple[str, float, float] | None,
-                plan: BatchPlan, hard: bool) -> None:
-        strategy: Any = "SPREAD"
-        node = "any"
-        if target is not None:
-            node = target[0]
-            strategy = NodeAffinitySchedulingStrategy(node, soft=not hard)
-        ids = [g.game_id for g in batch]
-        ref = play_batch.options(name=f"eval:{ids[0]}", scheduling_strategy=strategy, num_gpus=plan.num_gpus) \
-            .remote(board_type, self.catalog, [g.__dict__ for g in batch], derived_seed(*ids))
-        self.in_flight[ref] = (run_id, ids, node)
-        self.flying.update(ids)
-        self.clock.setdefault(run_id, (time.time(), 0))
-        row = self._progress_row(run_id, node)
-        row["dispatched"] += len(ids)
-        row["batches"] += 1
-
-    def _progress_row(self, run_id: str, node: str) -> dict[str, int]:  # gpu_games: by tasks with a GPU share
-        return self.progress.setdefault(run_id, {}).setdefault(node, {"dispatched": 0, "done": 0, "batches": 0,
-                                                                       "gpu_games": 0})
-
-    def _nodes(self) -> list[tuple[str, float, float]]:
-        """(node id, CPUs, GPUs) of the alive nodes that can play."""
-        return sorted((n["NodeID"], n["Resources"]["CPU"], n["Resources"].get("GPU", 0.0)) for n in ray.nodes()
-                      if n["Alive"] and n["Resources"].get("CPU", 0) >= 1)
 
     def _collect(self, ref: Any) -> None:
         with self.lock:
-            run_id, ids, node = self.in_flight.pop(ref)
-            self.flying.difference_update(ids)
+            run_id, ids, node = self.tasks.take(ref)
         try:
             answer = ray.get(ref)
         except (ray.exceptions.TaskCancelledError, ray.exceptions.RayError) as exc:
@@ -234,11 +199,7 @@ class TournamentActor:
                     self.unsaved[p["game_id"]] = game_record(p["game_id"], p["first"], p["second"], board_type,
                                                              p["score_first"], source, run_id, now, answer["node"],
                                                              p["moves"])
-            started, done = self.clock.get(run_id, (now, 0))
-            self.clock[run_id] = (started, done + len(answer["played"]))
-            row = self._progress_row(run_id, node)
-            row["done"] += len(answer["played"])
-            row["gpu_games"] += len(answer["played"]) if answer["gpu_ids"] else 0
+            self.tasks.played(run_id, node, len(answer["played"]), bool(answer["gpu_ids"]))
             self._flush()
 
     def _failed(self, run_id: str, ids: list[str], cause: BaseException) -> None:
@@ -254,18 +215,13 @@ class TournamentActor:
                 self._save_tournament(replace(self.tournaments[run_id], state=FAILED, finished_at=now))
             elif run_id in self.abtests and self.abtests[run_id].state == RUNNING:
                 self._save_abtest(replace(self.abtests[run_id], state=FAILED, finished_at=now))
-            self._stop_tasks(run_id)
+            self.tasks.stop(run_id)
 
     def _source(self, run_id: str) -> tuple[str, str]:
         if run_id in self.tournaments:
             return "tournament", self.tournaments[run_id].board_type
         test = self.abtests[run_id]
         return test.source, test.board_type
-
-    def _stop_tasks(self, run_id: str) -> None:
-        for ref, (run, _, _) in list(self.in_flight.items()):
-            if run == run_id:
-                ray.cancel(ref, force=True)
 
     # --- persistence ------------------------------------------------------------------------------
     def _write(self, kind: str, key: str, doc: dict[str, Any], once: bool = False) -> dict[str, Any] | None:
@@ -315,6 +271,14 @@ class TournamentActor:
         if epoch < highest:
             raise Conflict(f"stale epoch {epoch}: epoch {highest} belongs to {leader}", epoch=highest, leader_id=leader)
 
+    def _opening_plies(self, board_type: str, asked: int | None) -> int:
+        if asked is not None:
+            return asked
+        try:
+            return default_opening_plies(self.catalog.load(board_type))
+        except UnknownGame as exc:
+            raise BadRequest(f"board_type: {exc}", field="board_type") from None
+
     def _check_agents(self, board_type: str, agents: list[str], field: str) -> None:
         """Names parse, the game is a two-player one, and every model named is registered; building the
         agents is left to the tasks (it imports the search and network code, which takes seconds)."""
@@ -339,14 +303,15 @@ class TournamentActor:
         if len(set(agents)) != len(agents) or len(agents) < 2:
             raise BadRequest("agents: at least two distinct agents", field="agents")
         tid = spec.get("tournament_id") or f"tour-{uuid.uuid4().hex[:12]}"
+        plies = self._opening_plies(spec["board_type"], spec.get("opening_plies"))
         with self.lock:
-            nodes = tuple(n for n, _, _ in self._nodes()) if spec["kind"] == "nodes" else ()
+            nodes = tuple(n for n, _, _ in alive_nodes()) if spec["kind"] == "nodes" else ()
             if spec["kind"] == "quick_eval":
                 t = Tournament.candidate_against(tid, spec["board_type"], agents[0], agents[1:],
-                                                 spec["games_per_pairing"], spec["opening_plies"], time.time())
+                                                 spec["games_per_pairing"], plies, time.time())
             else:
-                t = Tournament.round_robin(tid, spec["board_type"], agents, spec["games_per_pairing"],
-                                           spec["opening_plies"], spec["kind"], time.time(), nodes)
+                t = Tournament.round_robin(tid, spec["board_type"], agents, spec["games_per_pairing"], plies,
+                                           spec["kind"], time.time(), nodes)
             existing = self.tournaments.get(tid)
             if existing is not None:
                 same = (existing.agents, existing.board_type, existing.games_per_pairing, existing.kind) == \
@@ -363,17 +328,12 @@ class TournamentActor:
             raise NotFound(f"unknown tournament {tid!r}", tournament_id=tid)
         return self.tournaments[tid]
 
-    def _rate(self, run_id: str) -> float | None:
-        started, done = self.clock.get(run_id, (0.0, 0))
-        return round(done / (time.time() - started), 4) if done and time.time() > started else None
-
     def _tournament_view(self, t: Tournament) -> dict[str, Any]:
         ids = {g.game_id for g in t.schedule()}
         records = [r for gid, r in self.games.items() if gid in ids]
-        view = t.status(records, self._rate(t.tournament_id), time.time())
-        per_node = self.progress.get(t.tournament_id, {})
-        return {**view, "in_flight": sum(len(i) for r, i, _ in self.in_flight.values() if r == t.tournament_id),
-                "nodes": [{"node": n, **c} for n, c in sorted(per_node.items())],
+        view = t.status(records, self.tasks.rate(t.tournament_id), time.time())
+        return {**view, "in_flight": self.tasks.games_of(t.tournament_id),
+                "nodes": self.tasks.per_node(t.tournament_id),
                 "errors": self.errors.get(t.tournament_id, []), "saved": not self.unsaved and not self.dirty}
 
     def tournament_status(self, tid: str | None = None) -> dict[str, Any]:
@@ -391,7 +351,7 @@ class TournamentActor:
             t = self._tournament(tid)
             if t.state == RUNNING:
                 self._save_tournament(replace(t, state=CANCELLED, finished_at=time.time()))
-                self._stop_tasks(tid)
+                self.tasks.stop(tid)
             return self._tournament_view(self.tournaments[tid])
 
     def submit_results(self, tid: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -487,6 +447,7 @@ class TournamentActor:
         test_id = spec.get("test_id") or f"ab-{uuid.uuid4().hex[:12]}"
         fields = {k: spec[k] for k in ("agent_a", "agent_b", "board_type", "elo0", "elo1", "max_games")}
         fields.update({k: spec.get(k, default) for k, default in ABTEST_DEFAULTS.items()})
+        fields["opening_plies"] = self._opening_plies(spec["board_type"], spec.get("opening_plies"))
         test = ABTest(test_id=test_id, created_at=time.time(), source=source, **fields)
         try:
             test.params
@@ -522,8 +483,8 @@ class TournamentActor:
         self._ready()
         with self.lock:
             test = self._abtest(test_id)
-            flying = sum(len(i) for r, i, _ in self.in_flight.values() if r == test_id)
-            return {**test.status(self.games), "in_flight": flying, "games_per_s": self._rate(test_id),
+            return {**test.status(self.games), "in_flight": self.tasks.games_of(test_id),
+                    "games_per_s": self.tasks.rate(test_id),
                     "errors": self.errors.get(test_id, [])}
 
     def list_abtests(self) -> list[dict[str, Any]]:
@@ -538,7 +499,7 @@ class TournamentActor:
             test = self._abtest(test_id)
             if test.state in (CREATED, RUNNING):
                 self._save_abtest(replace(test, state=CANCELLED, finished_at=time.time()))
-                self._stop_tasks(test_id)
+                self.tasks.stop(test_id)
             return self.abtest_status(test_id)
 
     def add_abtest_results(self, test_id: str, wdl: list[int] | None, penta: list[int] | None,
