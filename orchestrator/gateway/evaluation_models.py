@@ -16,7 +16,9 @@ ID = r"^[A-Za-z0-9._-]{1,96}$"
 AgentName = Annotated[str, Field(min_length=1, max_length=300)]
 BoardType = Annotated[str, Field(min_length=1, max_length=200, description="catalogue board type or openspiel:<game>")]
 Score = Literal[0, 0.5, 1]
-OPENING_PLIES = Field(default=2, ge=0, le=64, description="random plies before a pair's games (same for both)")
+OPENING_PLIES = Field(default=None, ge=0, le=64,
+                      description="random plies before a pair's games (same for both); default: the fewest that give "
+                                  "the board 64 distinct openings (tic-tac-toe 2, connect four 3, square8 4)")
 
 
 class TournamentStart(RequestModel):
@@ -26,7 +28,7 @@ class TournamentStart(RequestModel):
                                  validation_alias=AliasChoices("games_per_match", "games_per_pairing"),
                                  description="games per pairing, colours alternated")
     board_type: BoardType = "square8"
-    opening_plies: int = OPENING_PLIES
+    opening_plies: int | None = OPENING_PLIES
 
 
 class TournamentQuery(RequestModel):
@@ -87,7 +89,7 @@ class SprtFields(RequestModel):
     beta: float = Field(default=0.05, gt=0, lt=0.5)
     elo_model: Literal["logistic", "normalized"] = "logistic"
     max_games: int = Field(default=400, ge=2, le=1_000_000)
-    opening_plies: int = OPENING_PLIES
+    opening_plies: int | None = OPENING_PLIES
 
     @model_validator(mode="after")
     def _ordered(self) -> "SprtFields":
@@ -143,4 +145,4 @@ class QuickEval(RequestModel):
     baselines: list[AgentName] = Field(min_length=1, max_length=16)
     board_type: BoardType = "square8"
     games: int = Field(default=20, ge=1, le=1000, description="games against each baseline")
-    opening_plies: int = OPENING_PLIES
+    opening_plies: int | None = OPENING_PLIES

@@ -22,9 +22,8 @@ AUTOSTART_RETRY_S = 2.0
 AUTOSTART = {"games_per_cycle": 512, "selfplay": {"bootstrap_agent": "mcts_8", "search": "mcts_8",
                                                   "parallel_games": 128},
              "training": {"blocks": 2, "channels": 32, "batch_size": 64, "epochs": 2.0, "window_games": 2048},
-             # 4 random plies: 236 distinct openings on square8 (2 give 12, and the deterministic searches
-             # would replay each one, so the SPRT would count the same few pairs over and over)
-             "gating": {"search": "mcts_32", "elo0": 0, "elo1": 50, "max_games": 400, "opening_plies": 4}}
+             # gating's opening_plies: the board's default (4 on square8, see orchestrator.play.evaluation)
+             "gating": {"search": "mcts_32", "elo0": 0, "elo1": 50, "max_games": 400}}
 
 
 async def pipeline_start(node, args: PipelineRequest, request):

@@ -27,7 +27,7 @@ from orchestrator.stats.sprt import SprtParams
 
 LEDGER_KIND = "best_models"
 EVIDENCE_FIELDS = ("games", "wins", "draws", "losses", "pentanomial", "llr", "lower_bound", "upper_bound",
-                   "decision", "elo", "elo_ci95", "los")
+                   "decision", "elo", "elo_ci95", "los", "clamped")
 SPRT_FIELDS = ("elo0", "elo1", "alpha", "beta", "elo_model")
 MAX_GATING_GAMES = 1_000_000
 _DEFAULTS = SprtParams(elo0=0.0, elo1=30.0)
@@ -48,8 +48,10 @@ class GatingConfig(RequestModel):
     regression_elo1: float = Field(0.0, ge=-2000, le=2000, allow_inf_nan=False)
     regression_max_games: int = Field(400, ge=2, le=MAX_GATING_GAMES)
     search: str = Field("mcts_32", description="the search both networks drive in gating games, e.g. gumbel_64")
-    opening_plies: int = Field(2, ge=0, le=64, description="random plies before each colour-swapped pair, so "
-                                                           "deterministic searches do not replay one game")
+    opening_plies: int | None = Field(None, ge=0, le=64,
+                                      description="random plies before each colour-swapped pair, so deterministic "
+                                                  "searches do not replay one game; default: the board's (see "
+                                                  "/tournament/start)")
 
     @field_validator("search")
     @classmethod

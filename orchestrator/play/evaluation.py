@@ -6,6 +6,11 @@ network share its forward passes. A game's opening (`opening_plies` uniformly ra
 drawn from the game's seed) is the same for both games of a pair, which differ only in who moves
 first. Results are agent A's score: 1, 0.5 or 0, from the game's returns.
 
+Where a request leaves `opening_plies` out, a board gets `default_opening_plies`: the fewest random
+plies that reach at least `OPENINGS_WANTED` distinct positions. Deterministic searches replay an
+opening exactly, so an SPRT over pairs from a handful of openings counts repeats as independent
+evidence; two plies give tic-tac-toe 72 openings but an 8x8 Othello board only 12.
+
 Game ids are deterministic (`pair_games`), so a game played again after a failure has the id of
 the first attempt and is stored once.
 """
@@ -65,6 +70,29 @@ def opening(game: pyspiel.Game, plies: int, seed: int) -> pyspiel.State:
             break
         state = child
     return state
+
+
+OPENINGS_WANTED = 64
+MAX_DEFAULT_OPENING_PLIES = 8  # beyond this a random opening decides more of the game than the agents
+
+
+def default_opening_plies(game: pyspiel.Game) -> int:
+    """The fewest plies after which `opening` can reach `OPENINGS_WANTED` distinct non-terminal positions
+    (or the most there are, for a game that never has that many)."""
+    frontier = [game.new_initial_state()]
+    for plies in range(1, MAX_DEFAULT_OPENING_PLIES + 1):
+        reached: dict[tuple[int, str], pyspiel.State] = {}
+        for state in frontier:
+            for action in state.legal_actions():
+                child = state.child(action)
+                if not child.is_terminal():
+                    reached.setdefault((child.current_player(), str(child)), child)
+                if len(reached) >= OPENINGS_WANTED:
+                    return plies
+        if not reached:
+            return plies - 1
+        frontier = list(reached.values())
+    return MAX_DEFAULT_OPENING_PLIES
 
 
 def _score_first(state: pyspiel.State) -> float:

@@ -3,7 +3,8 @@ from one opening, batching by the agent to move, and the OpenSpiel MCTSBot refer
 import pytest
 
 from orchestrator.play.agents import AgentContext, make_agent
-from orchestrator.play.evaluation import EvalGame, opening, pair_games, play_games
+from orchestrator.play.evaluation import (OPENINGS_WANTED, EvalGame, default_opening_plies, opening, pair_games,
+                                         play_games)
 from orchestrator.play.games import BUILTIN
 
 
@@ -47,6 +48,18 @@ def test_opening_never_ends_the_game():
     game = BUILTIN.load("tic_tac_toe")
     for seed in range(20):
         assert not opening(game, 9, seed).is_terminal()
+
+
+def distinct_openings(game, plies, draws=4000):
+    return len({str(opening(game, plies, seed)) for seed in range(draws)})
+
+
+@pytest.mark.parametrize("board, plies", [("tic_tac_toe", 2), ("connect_four", 3), ("square8", 4)])
+def test_a_board_default_opening_reaches_enough_distinct_positions_and_one_ply_less_does_not(board, plies):
+    game = BUILTIN.load(board)
+    assert default_opening_plies(game) == plies
+    # what random openings actually draw, counted apart from the function's own enumeration
+    assert distinct_openings(game, plies) >= OPENINGS_WANTED > distinct_openings(game, plies - 1)
 
 
 def test_games_are_batched_per_agent_to_move():

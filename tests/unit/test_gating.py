@@ -34,7 +34,7 @@ def test_gating_config_is_validated_by_sprt_params_and_forbids_unknown_fields():
     spec = config.abtest_spec("t1", "square8", "model:a+gumbel_16", "model:b+gumbel_16", regression=False)
     assert spec == {"test_id": "t1", "agent_a": "model:a+gumbel_16", "agent_b": "model:b+gumbel_16",
                     "board_type": "square8", "elo0": 0, "elo1": 100, "alpha": 0.05, "beta": 0.05,
-                    "elo_model": "logistic", "max_games": 400, "opening_plies": 2}
+                    "elo_model": "logistic", "max_games": 400, "opening_plies": None}
     regression = config.abtest_spec("t2", "square8", "model:a+gumbel_16", "model:b+gumbel_16", regression=True)
     assert (regression["elo0"], regression["elo1"]) == (-30.0, 0.0)
     for bad, field in (({"elo0": 10, "elo1": 5}, "elo0"), ({"alpha": 0.7}, "alpha"), ({"surprise": 1}, "surprise"),
