@@ -33,6 +33,9 @@ class Endpoint:
     response: type[BaseModel] | None = None
     public: bool = False  # served without a token (only GET /health)
     leader_only: bool = False
+    # How long a follower waits for the leader's answer when it forwards this call; None: the node's
+    # forward_timeout_s. For calls whose length the caller can bound better (a rollout over N nodes).
+    forward_timeout_s: Callable[[Any], float] | None = None
 
     @property
     def mutating(self) -> bool:
@@ -63,7 +66,8 @@ def mount(app: web.Application, endpoints: list[Endpoint], node: Any) -> None:
         async def handle(request: web.Request, endpoint: Endpoint = endpoint) -> web.StreamResponse:
             args = _arguments(request, endpoint.args)
             if endpoint.leader_only and not node.is_leader:
-                return await forward_to_leader(node, request)
+                timeout_s = endpoint.forward_timeout_s(node) if endpoint.forward_timeout_s else None
+                return await forward_to_leader(node, request, timeout_s)
             result = await (endpoint.handler(node, args, request) if endpoint.args else endpoint.handler(node, request))
             response = result if isinstance(result, web.StreamResponse) else web.json_response(result)
             if endpoint.leader_only:

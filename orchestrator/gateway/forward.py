@@ -16,7 +16,7 @@ FORWARDED_HEADER = "X-P2P-Forwarded-By"
 PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
 
 
-async def forward_to_leader(node, request: web.Request) -> web.StreamResponse:
+async def forward_to_leader(node, request: web.Request, timeout_s: float | None = None) -> web.StreamResponse:
     leader = node.leader_id
     if leader is None:
         raise Unavailable("no leader known; retry when one is elected", leader_id=None)
@@ -32,7 +32,7 @@ async def forward_to_leader(node, request: web.Request) -> web.StreamResponse:
     headers[FORWARDED_HEADER] = node.node_id
     url = f"http://{peer['host']}:{peer['port']}{request.path_qs}"
     try:
-        timeout = aiohttp.ClientTimeout(total=node.settings.forward_timeout_s)
+        timeout = aiohttp.ClientTimeout(total=timeout_s or node.settings.forward_timeout_s)
         async with node.http().request(request.method, url, data=await request.read(), headers=headers,
                                        timeout=timeout) as answer:
             body = await answer.read()

@@ -68,8 +68,23 @@ def _peer_call(node, peer: dict[str, Any], method: str, path: str, timeout_s: fl
                                timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs)
 
 
+def _update_timeout_s(settings) -> float:
+    return settings.git_timeout_s * 3  # a fetch, a merge and their checks
+
+
+def rollout_bound_s(node) -> float:
+    """The longest a cluster update can take, by this node's peer table: each peer's update and its wait
+    to be back, in turn, then the leader's own update; a forwarded request waits at least this long,
+    since the node's forward_timeout_s can be far less than several nodes' restarts."""
+    s = node.settings
+    peers = sum(1 for p in node.peers() if p["state"] in REACHABLE_STATES)
+    last_look_s = HEALTH_POLL_S + 2 * (s.git_timeout_s + HEALTH_POLL_S)  # the wait's final sleep and two reads
+    per_peer_s = _update_timeout_s(s) + s.git_rollout_health_timeout_s + last_look_s
+    return max(s.forward_timeout_s, peers * per_peer_s + _update_timeout_s(s))
+
+
 async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
-    timeout_s = node.settings.git_timeout_s * 3  # a fetch, a merge and their checks
+    timeout_s = _update_timeout_s(node.settings)
     try:
         async with _peer_call(node, peer, "POST", "/git/update", timeout_s, json={"ref": ref} if ref else {}) as answer:
             body = await answer.json(content_type=None)
@@ -145,5 +160,5 @@ ENDPOINTS = [
     Endpoint(("POST",), "/api/cluster/git/update", cluster_git_update,
              "Update every alive node's checkout, one by one, the leader last, waiting for each to be back healthy "
              "on the new commit; the first that is not stops the rollout. Reports per node",
-             args=GitUpdateRequest, leader_only=True),
+             args=GitUpdateRequest, leader_only=True, forward_timeout_s=rollout_bound_s),
 ]

@@ -113,7 +113,7 @@ def test_git_status_update_and_the_cluster_update(ops):
     answer = follower.post_to_leader("/api/cluster/git/update")  # a 503 while leadership settles is retried
     assert answer.status_code == 200 and answer.headers["X-P2P-Leader"] == leader.node_id
     report = answer.json()
-    assert [n["node_id"] for n in report["nodes"]] == [follower.node_id, leader.node_id], report
+    assert [n["node_id"] for n in report["nodes"]] == [follower.node_id, leader.node_id], json.dumps(report, indent=1)
     assert [(n.get("previous_commit"), n.get("current_commit")) for n in report["nodes"]] == [(v2, v3), (v1, v3)], report
     assert (report["status"], report["updated_count"], report["failed_count"]) == ("success", 2, 0)
     assert (report["stopped_at"], report["untouched"]) == (None, [])

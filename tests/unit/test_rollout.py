@@ -30,3 +30,21 @@ def test_silent_unhealthy_or_wrong_commit_say_why():
         "/health is 'unavailable': no leader known for 9.0s"
     assert not_back_because(OK, None, NEW, True, 3.0) == "/git/status does not answer"
     assert not_back_because(OK, {"commit": "a" * 40}, NEW, True, 3.0) == f"running commit {'a' * 12}, not {'b' * 12}"
+
+
+def test_a_forwarded_cluster_update_waits_as_long_as_the_rollout_can_take():
+    """A follower relays the seed's cluster update to the leader; with the default settings six nodes'
+    restarts alone outlast forward_timeout_s, and the follower must not answer 503 while they go on."""
+    from types import SimpleNamespace
+
+    from orchestrator.config import Settings
+    from orchestrator.gateway.routes_git import ENDPOINTS, rollout_bound_s
+
+    settings = Settings()
+    endpoint = next(e for e in ENDPOINTS if e.path == "/api/cluster/git/update")
+    assert endpoint.forward_timeout_s is rollout_bound_s
+    six = SimpleNamespace(settings=settings, peers=lambda: [{"state": "alive"}] * 5 + [{"state": "suspect"}] +
+                          [{"state": "dead"}, {"state": "retired"}])
+    assert rollout_bound_s(six) > 6 * settings.git_rollout_health_timeout_s > settings.forward_timeout_s
+    alone = SimpleNamespace(settings=settings, peers=lambda: [{"state": "alive"}])
+    assert rollout_bound_s(alone) == settings.forward_timeout_s, "never shorter than the node's own setting"
