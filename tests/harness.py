@@ -53,7 +53,8 @@ class TestNode:
         token = self.token if token == "default" else token
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        kwargs.setdefault("timeout", 30)
+        return requests.request(method, self.url + path, headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -61,13 +62,14 @@ class TestNode:
     def post(self, path: str, json: Any = None, **kwargs) -> requests.Response:
         return self.request("POST", path, json=json, **kwargs)
 
-    def post_to_leader(self, path: str, json: Any = None, timeout_s: float = 60.0) -> requests.Response:
+    def post_to_leader(self, path: str, json: Any = None, timeout_s: float = 60.0,
+                       answer_timeout_s: float = 30.0) -> requests.Response:
         """A leader-only call as a client makes it: retried while leadership settles (503 with no leader
         known, or 409 from a node that has just stopped leading), as a loaded box can let a lease lapse."""
         answers: list[requests.Response] = []
 
         def settled() -> bool:
-            answers.append(self.post(path, json=json))
+            answers.append(self.post(path, json=json, timeout=answer_timeout_s))
             last = answers[-1]
             return not (last.status_code == 503 or last.status_code == 409 and "not the leader" in last.text)
 

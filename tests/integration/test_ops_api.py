@@ -110,7 +110,8 @@ def test_git_status_update_and_the_cluster_update(ops):
     # the cluster update, asked of the follower: forwarded, every node, the leader last
     v3 = commit(author, "app.py", "v3\n")
     git(author, "push", "-q", "origin", "main")
-    answer = follower.post_to_leader("/api/cluster/git/update")  # a 503 while leadership settles is retried
+    # a 503 while leadership settles is retried; the answer comes once the follower is back (up to the health timeout)
+    answer = follower.post_to_leader("/api/cluster/git/update", answer_timeout_s=3 * ROLLOUT_HEALTH_TIMEOUT_S)
     assert answer.status_code == 200 and answer.headers["X-P2P-Leader"] == leader.node_id
     report = answer.json()
     assert [n["node_id"] for n in report["nodes"]] == [follower.node_id, leader.node_id], json.dumps(report, indent=1)
