@@ -27,6 +27,8 @@ from orchestrator.ops.rollout import not_back_because
 REACHABLE_STATES = ("alive", "suspect")
 RESTART_DELAY_S = 0.5  # long enough for the answer to leave before the gateway drains
 HEALTH_POLL_S = 1.0  # between looks at an updated peer's /health and /git/status
+UPDATE_ATTEMPTS = 2  # a peer's update, once more after a transient failure
+TRANSIENT_CODES = (503, 504)
 CODE_ROOT = Path(__file__).resolve().parents[2]
 _repos: "weakref.WeakKeyDictionary[Any, GitRepo]" = weakref.WeakKeyDictionary()
 
@@ -79,11 +81,24 @@ def rollout_bound_s(node) -> float:
     s = node.settings
     peers = sum(1 for p in node.peers() if p["state"] in REACHABLE_STATES)
     last_look_s = HEALTH_POLL_S + 2 * (s.git_timeout_s + HEALTH_POLL_S)  # the wait's final sleep and two reads
-    per_peer_s = _update_timeout_s(s) + s.git_rollout_health_timeout_s + last_look_s
+    updates_s = UPDATE_ATTEMPTS * (_update_timeout_s(s) + HEALTH_POLL_S)
+    per_peer_s = updates_s + s.git_rollout_health_timeout_s + last_look_s
     return max(s.forward_timeout_s, peers * per_peer_s + _update_timeout_s(s))
 
 
 async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    """The peer's update answer; a transient failure (unreachable, or its fetch failing: 503/504) is tried
+    again, as a fast-forward to the same target is idempotent; a refusal (dirty tree, bad ref: 4xx) is not."""
+    attempts = 1
+    report = await _update_peer_once(node, peer, ref)
+    while report["status"] != "success" and report.get("code") in TRANSIENT_CODES and attempts < UPDATE_ATTEMPTS:
+        await asyncio.sleep(HEALTH_POLL_S)
+        attempts += 1
+        report = await _update_peer_once(node, peer, ref)
+    return {**report, "attempts": attempts}
+
+
+async def _update_peer_once(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
     timeout_s = _update_timeout_s(node.settings)
     try:
         async with _peer_call(node, peer, "POST", "/git/update", timeout_s, json={"ref": ref} if ref else {}) as answer:

@@ -48,3 +48,35 @@ def test_a_forwarded_cluster_update_waits_as_long_as_the_rollout_can_take():
     assert rollout_bound_s(six) > 6 * settings.git_rollout_health_timeout_s > settings.forward_timeout_s
     alone = SimpleNamespace(settings=settings, peers=lambda: [{"state": "alive"}])
     assert rollout_bound_s(alone) == settings.forward_timeout_s, "never shorter than the node's own setting"
+
+
+def test_a_peer_update_is_tried_again_after_a_transient_failure_and_never_after_a_refusal(monkeypatch):
+    """A fetch that timed out (503) or a peer that did not answer is tried once more (a fast-forward to
+    the same target is idempotent); a dirty tree or a bad ref (409/400) stops the rollout at once."""
+    import asyncio
+
+    from orchestrator.gateway import routes_git
+
+    def scripted(*answers):
+        calls = []
+
+        async def once(node, peer, ref):
+            calls.append(ref)
+            return answers[len(calls) - 1]
+        return once, calls
+
+    monkeypatch.setattr(routes_git, "HEALTH_POLL_S", 0.0)
+    ok = {"node_id": "b", "status": "success", "updated": True}
+    for code in (503, 504):
+        once, calls = scripted({"status": "error", "code": code}, ok)
+        monkeypatch.setattr(routes_git, "_update_peer_once", once)
+        assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, "main")) == {**ok, "attempts": 2}
+    refused = {"node_id": "b", "status": "error", "code": 409, "error": "the checkout has uncommitted changes"}
+    once, calls = scripted(refused, ok)
+    monkeypatch.setattr(routes_git, "_update_peer_once", once)
+    assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, None)) == {**refused, "attempts": 1}
+    down = {"node_id": "b", "status": "error", "code": 503, "error": "unreachable: ClientConnectorError"}
+    once, calls = scripted(down, down, ok)
+    monkeypatch.setattr(routes_git, "_update_peer_once", once)
+    assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, None)) == {**down, "attempts": 2}
+    assert len(calls) == routes_git.UPDATE_ATTEMPTS
