@@ -16,7 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.eval_tasks import play_batch
-from orchestrator.play.eval_placement import BatchPlan
+from orchestrator.play.eval_placement import BatchPlan, batch_plan, uses_network
 from orchestrator.play.evaluation import EvalGame
 from orchestrator.play.evaluation_runs import derived_seed
 from orchestrator.play.games import GameCatalog
@@ -68,6 +68,16 @@ class GameTasks:
         row = self._row(run_id, node)
         row["dispatched"] += len(ids)
         row["batches"] += 1
+
+    def play_now(self, board_type: str, game: EvalGame) -> Any:
+        """One game outside any run (`/tournament/play_elo_match`): where a network plays and a node has
+        GPUs, on the node with the most of them, holding a GPU share, as a tournament's network batch would."""
+        gpu_nodes = [n for n in alive_nodes() if n[2] > 0]
+        target = max(gpu_nodes, key=lambda n: n[2]) if gpu_nodes and uses_network((game.first, game.second)) else None
+        plan = batch_plan((game.first, game.second), target[2] if target else 0.0)
+        strategy: Any = NodeAffinitySchedulingStrategy(target[0], soft=True) if target else "DEFAULT"
+        return play_batch.options(name=f"eval:{game.game_id}", scheduling_strategy=strategy, num_gpus=plan.num_gpus) \
+            .remote(board_type, self.catalog, [game.__dict__], game.seed)
 
     def take(self, ref: Any) -> tuple[str, list[str], str]:
         """Forget a finished task; its (run id, game ids, node)."""

@@ -28,7 +28,6 @@ import ray
 
 from actors.cluster_store import head_node_id
 from actors.eval_dispatch import GameTasks, alive_nodes
-from actors.eval_tasks import play_batch
 from actors.naming import CLUSTER_STORE, NAMESPACE, TOURNAMENT_ACTOR, election_name, lookup, pinned, root_cause
 from orchestrator.errors import BadRequest, Conflict, NotFound, Unavailable
 from orchestrator.learn.registry import REGISTRY_KIND
@@ -401,7 +400,7 @@ class TournamentActor:
         self._ready()
         self._check_agents(board_type, [agent_a, agent_b], "agent_a")
         game = EvalGame(f"match-{uuid.uuid4().hex[:12]}", agent_a, agent_b, seed)
-        ref = play_batch.options(name=f"eval:{game.game_id}").remote(board_type, self.catalog, [game.__dict__], seed)
+        ref = self.tasks.play_now(board_type, game)
         try:
             answer = ray.get(ref, timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -416,7 +415,7 @@ class TournamentActor:
                 self.games[p["game_id"]] = record
             else:
                 self.unsaved[p["game_id"]] = record
-        return {**record, "saved": saved}
+        return {**record, "saved": saved, "gpu_ids": answer["gpu_ids"]}
 
     # --- ratings ----------------------------------------------------------------------------------------
     def ratings(self, board_type: str, anchor: str | None = None) -> dict[str, Any]:

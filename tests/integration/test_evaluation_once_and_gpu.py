@@ -1,6 +1,7 @@
 """Evaluation on the real cluster: a match_id reported many times at once is stored and counted once
 (a different result under it is a 409), and games between network agents go to a node with a GPU
-as larger batches holding a share of that GPU, while games without a network never ask for one."""
+as larger batches holding a share of that GPU (a single game played now too), while games without a
+network never ask for one."""
 from __future__ import annotations
 
 import uuid
@@ -93,6 +94,14 @@ def test_network_games_hold_a_gpu_share_on_a_gpu_node_and_other_games_never_do(g
         rollouts = _finished(leader, tids[1])
         assert all(row["gpu_games"] == 0 and row["dispatched"] <= row["batches"] * CPU_BATCH_GAMES
                    for row in rollouts.values()), rollouts
+
+        # one game now: a network's goes to the GPU node with a share of its GPU, a rollout game never asks
+        for agent, on_gpu in ((f"model:{model_id}+mcts_4", True), ("mcts_4", False)):
+            answer = leader.post("/tournament/play_elo_match", json={"agent_a": agent, "agent_b": "random",
+                                                                     "board_type": BOARD, "seed": 5}, timeout=120)
+            assert answer.status_code == 200, answer.text
+            game = answer.json()["game"]
+            assert bool(game["gpu_ids"]) is on_gpu and (game["node_id"] == gpu_node.node_id or not on_gpu), game
     finally:
         if leader is not None:
             for tid in tids:  # never leave a run of this test playing on a node that is about to go
