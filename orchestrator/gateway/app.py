@@ -1,6 +1,8 @@
 """Building and serving the gateway application for one node."""
 from __future__ import annotations
 
+import socket
+
 import ray
 from aiohttp import web
 
@@ -38,9 +40,18 @@ EXCEPTION_MAP = {
 }
 
 
+def own_names(settings) -> frozenset[str]:
+    """The host names a request may use to reach this node when it has no token (see middleware.host_guard)."""
+    names = {settings.host, settings.advertise_host, socket.gethostname()}
+    return frozenset(n.lower() for n in names if n)
+
+
 def build_app(node: NodeGateway) -> web.Application:
     settings = node.settings
-    app = web.Application(middlewares=[middleware.errors(root_cause, EXCEPTION_MAP), middleware.auth(settings.token()),
+    token = settings.token()
+    # With a token, a rebinding page cannot authenticate; without one, the Host is all there is to check.
+    guard = middleware.auth(token) if token else middleware.host_guard(own_names(settings))
+    app = web.Application(middlewares=[middleware.errors(root_cause, EXCEPTION_MAP), guard,
                                        middleware.same_origin, middleware.json_body],
                           client_max_size=settings.max_body_bytes)
     endpoints = all_endpoints()

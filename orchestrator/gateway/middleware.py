@@ -1,4 +1,4 @@
-"""The gateway's middleware, outermost first: errors, auth, same-origin, JSON body.
+"""The gateway's middleware, outermost first: errors, host (without a token), auth, same-origin, JSON body.
 
 Every failure leaves as `{"status":"error","error":...,"code":N}`. Which exceptions of the layers
 below mean what (Ray's actor errors are a 503) is registered by the application that builds the
@@ -7,6 +7,7 @@ middleware, as Starlette's exception-handler map is, so this module names no lay
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -66,17 +67,52 @@ def errors(unwrap: Callable[[BaseException], BaseException], mappings: Mapping[t
     return handle
 
 
-def auth(token: str | None):
-    expected = f"Bearer {token}".encode() if token else None
+def auth(token: str):
+    expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Next) -> web.StreamResponse:
         endpoint = endpoint_of(request)
-        if expected is None or (endpoint is not None and endpoint.public):
+        if endpoint is not None and endpoint.public:
             return await handler(request)
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             return error_response(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    return check
+
+
+def addressed_here(host_header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request names this node as its host: an IP address, localhost, or one of `names`.
+
+    A DNS-rebinding page (evil.example, re-pointed at 127.0.0.1) is same-origin to the browser and
+    carries its own name in Host, so only the Host can tell it from the operator's own requests.
+    An IP address cannot be rebound; a request without Host (not a browser's) is let through."""
+    if host_header is None:
+        return True
+    try:
+        hostname = urlsplit(f"//{host_header}").hostname
+    except ValueError:  # an unbalanced IPv6 bracket
+        return False
+    if not hostname:
+        return False
+    try:
+        ipaddress.ip_address(hostname)
+        return True
+    except ValueError:
+        return hostname == "localhost" or hostname.endswith(".localhost") or hostname in names
+
+
+def host_guard(names: frozenset[str]):
+    """Without a token, serve only requests addressed to this node (see `addressed_here`)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler: Next) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if not addressed_here(host, names):
+            raise Forbidden(f"Host {host!r} is not this node: with no auth token, only IP addresses, localhost and "
+                            "the node's own names (host, advertise_host, hostname) are served")
         return await handler(request)
 
     return check

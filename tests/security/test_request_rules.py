@@ -1,9 +1,11 @@
 """What a request must look like, over real HTTP on every declared endpoint: any body the JSON
 parser rejects is a 400, a body is sent as application/json (415 otherwise) while no body is fine,
-a browser's cross-site request never mutates (403), and the seed's curl examples work as written.
+a browser's cross-site request never mutates (403), without a token a request addressed to another
+host name (DNS rebinding) is refused (403), and the seed's curl examples work as written.
 Also /health telling ok from degraded and unavailable by its rule."""
 import json
 import re
+import socket
 import subprocess
 
 import pytest
@@ -82,6 +84,19 @@ def test_a_body_must_be_json_but_no_body_is_fine(node):
     assert started.status_code == 200, started.text
     config = node.job(started.json()["job_id"])["config"]
     assert {key: config[key] for key in tuned} == tuned, config
+
+
+def test_without_a_token_only_requests_addressed_to_this_node_are_served(node):
+    """DNS rebinding: a page at evil.example whose name is re-pointed at 127.0.0.1 is same-origin to the
+    browser and sends its own name as Host; IP addresses, localhost and the node's own names pass."""
+    port = node.url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}", "Sec-Fetch-Site": "same-origin"}
+    for method, path in (("GET", "/status"), ("GET", "/health"), ("POST", "/admin/purge_retired")):
+        answer = node.request(method, path, headers=dict(rebound))
+        assert _is_error(answer, 403) and "evil.example" in answer.json()["error"], (path, answer.text)
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", f"{socket.gethostname()}:{port}",
+                 f"node.localhost:{port}"):
+        assert node.get("/status", headers={"Host": host}).status_code == 200, host
 
 
 def test_cross_site_requests_never_mutate(node):

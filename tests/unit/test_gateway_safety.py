@@ -120,3 +120,13 @@ def test_cmaes_request_matches_the_run_config():
     assert set(CONFIG_FIELDS) | {"run_id", "games_per_candidate"} == config
     seed_alias = CMAESStartRequest.model_validate({"params": {"w": [0, 1]}, "generations": 1, "games_per_candidate": 8})
     assert seed_alias.games_per_eval == 8
+
+
+def test_the_host_guard_reads_any_host_header_without_failing():
+    from orchestrator.gateway.middleware import addressed_here
+
+    names = frozenset({"box"})
+    served = ["127.0.0.1:8770", "[::1]:8770", "10.1.2.3", "LOCALHOST:8770", "ui.localhost", "box:8770", None]
+    refused = ["evil.example:8770", "box.evil.example", "[::1", "a b", "", ":8770", "\x00", "localhost.evil.example"]
+    assert [h for h in served if not addressed_here(h, names)] == []
+    assert [h for h in refused if addressed_here(h, names)] == []
