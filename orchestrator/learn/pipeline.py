@@ -74,6 +74,9 @@ class SelfplayOptions(RequestModel):
     parallel_games: int = Field(64, ge=1, le=1024)
     max_moves: int | None = Field(None, ge=1, le=100_000)
     temperature_moves: int | None = Field(None, ge=0, le=100_000)
+    nodes: Literal["here", "all"] = Field(
+        "all", description="all: each cycle's self-play job also plays on every other alive node "
+                           "(its records still land on the home node)")
 
     @field_validator("bootstrap_agent")
     @classmethod
@@ -315,7 +318,7 @@ def _selfplay(run, cycle, world: World, now: float, earlier_done: bool) -> list[
     config = {"board_type": request["board_type"], "agent": cycle["selfplay_agent"],
               "num_games": request["games_per_cycle"], "parallel_games": options["parallel_games"],
               "seed": (request["seed"] * 1_000_003 + cycle["index"]) % 2**63,
-              **{k: options[k] for k in ("max_moves", "temperature_moves") if options.get(k) is not None}}
+              **{k: options[k] for k in ("max_moves", "temperature_moves", "nodes") if options.get(k) is not None}}
     if job is None:
         return [StartJob(job_id, "selfplay", config, world.epoch)]
     if job == UNREACHABLE:

@@ -25,6 +25,10 @@ Served inference (`served`; by default on where the node has a GPU): the job's g
 over several search workers that share the node's batched inference server; the host wires that
 in (actors/selfplay_workers.py). Each worker steps its games through a `GameBatch`, the same code
 as the in-process loop here, so records, game ids and seeds are the same on both paths.
+
+Spread self-play (`nodes: all`): the job's node plays as above, and search workers on every other
+alive node play games in process there, handed out and recorded by the same coordinator, so the
+files, game ids and seeds are those of a job played on one node.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import pyspiel
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -84,6 +88,11 @@ class SelfplayConfig(BaseModel):
     workers: int | None = Field(
         default=None, ge=1, le=256,
         description="served: search workers, one CPU each, at most the node's free CPUs; null: the node's CPUs minus one",
+    )
+    nodes: Literal["here", "all"] = Field(
+        default="here",
+        description="all: also play on every other alive node, as many search workers on each as it has CPUs free "
+                    "(at most `workers` per node), each playing in process there; the job's node plays as `served` says",
     )
     served_max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1, le=65_536,
                                   description="served: leaf rows per forward pass, if this job starts the node's server")

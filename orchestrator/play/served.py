@@ -8,13 +8,14 @@ evaluator does, with the same code. Given the same batch, a float32 server retur
 numbers as the in-process network, so the search makes the same moves.
 
 Also here, as pure decisions that the Ray side (actors/selfplay_workers.py) applies: whether a job
-is served (`choose_served`) and how many search workers it runs and what each reserves
-(`plan_workers`).
+is served (`choose_served`), how many search workers it runs and what each reserves
+(`plan_workers`), and, for a job that plays on every node, which other nodes take workers and how
+many (`spread_nodes`, `plan_spread`) and where a dead worker's replacement goes (`place_replacement`).
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pyspiel
@@ -50,6 +51,56 @@ def plan_workers(requested: int | None, node_cpus: float, free_cpus: float) -> t
     if free < 1:
         return 1, 0.0
     return max(1, min(wanted, free)), 1.0
+
+
+def spread_nodes(peers: Iterable[Mapping[str, Any]], alive_ray_nodes: Iterable[str],
+                 home_ray_node: str) -> dict[str, str]:
+    """The other Ray nodes a job may spread to: Ray node id -> the orchestrator node on it.
+
+    Only nodes that an alive peer of this node's view runs on (a bare Ray node hosts no
+    orchestrator to fetch models or answer for it), whose Ray node is alive, and not the job's own
+    (its workers are planned by `plan_workers`). Two orchestrator nodes on one Ray node share its
+    CPUs, so each Ray node appears once, under the first node id in order.
+    """
+    alive = set(alive_ray_nodes)
+    nodes: dict[str, str] = {}
+    for peer in sorted(peers, key=lambda p: p["node_id"]):
+        ray_node = peer.get("ray_node_id")
+        if peer.get("state") == "alive" and ray_node in alive and ray_node != home_ray_node:
+            nodes.setdefault(ray_node, peer["node_id"])
+    return nodes
+
+
+def plan_spread(requested: int | None, free_cpus: Mapping[str, float]) -> dict[str, int]:
+    """Search workers per other node (Ray node id -> count), one CPU each.
+
+    No coordinator runs there, so a node may take as many as it has CPUs free (at most `requested`
+    per node where given); a node with none free takes none, since a worker Ray cannot place would
+    hold its games hostage.
+    """
+    plan = {}
+    for ray_node, free in free_cpus.items():
+        count = int(free) if requested is None else min(requested, int(free))
+        if count >= 1:
+            plan[ray_node] = count
+    return plan
+
+
+def place_replacement(dead_on: str, dead_cpus: float, alive: Iterable[str], free_cpus: Mapping[str, float],
+                      home: str) -> tuple[str, float]:
+    """(Ray node, CPUs to reserve) for the replacement of a worker that died on `dead_on`.
+
+    Its own node while that is alive (the dead worker's reservation is free again); else the alive
+    node with the most CPUs free, one of them reserved; else the job's own node, which is alive while
+    its coordinator runs, on the coordinator's reservation if it has no CPU free (as `plan_workers`).
+    """
+    alive = set(alive)
+    if dead_on in alive:
+        return dead_on, dead_cpus
+    candidates = sorted((-int(free_cpus.get(node, 0.0)), node) for node in alive if node != home)
+    if candidates and -candidates[0][0] >= 1:
+        return candidates[0][1], 1.0
+    return home, 1.0 if free_cpus.get(home, 0.0) >= 1 else 0.0
 
 
 class ServedEvaluator(NetworkEvaluator):

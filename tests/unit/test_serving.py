@@ -15,7 +15,9 @@ from orchestrator.nn.serving import (
 from orchestrator.play.evaluators import NetworkEvaluator
 from orchestrator.play.games import BUILTIN
 from orchestrator.play.mcts import MCTSAgent, MCTSConfig
-from orchestrator.play.served import ServedEvaluator, choose_served, plan_workers
+from orchestrator.play.served import (
+    ServedEvaluator, choose_served, place_replacement, plan_spread, plan_workers, spread_nodes,
+)
 
 GAME = BUILTIN.load("tic_tac_toe")
 
@@ -221,3 +223,32 @@ def test_workers_reserve_a_cpu_each_bounded_by_what_the_node_has_free():
     assert plan_workers(8, node_cpus=16, free_cpus=3) == (3, 1.0), "an explicit count is bounded too"
     assert plan_workers(None, node_cpus=1, free_cpus=0) == (1, 0.0), "none free: one on the coordinator's CPU"
     assert plan_workers(4, node_cpus=2, free_cpus=0.5) == (1, 0.0)
+
+
+def _peer(node_id: str, ray_node: str | None, state: str = "alive") -> dict:
+    return {"node_id": node_id, "ray_node_id": ray_node, "state": state}
+
+
+def test_a_spread_job_goes_to_the_other_alive_orchestrator_nodes_once_per_ray_node():
+    peers = [_peer("home", "r0"), _peer("b", "r1"), _peer("a", "r1"), _peer("c", "r2", "suspect"),
+             _peer("d", "r3", "dead"), _peer("e", "r4"), _peer("f", None), _peer("g", "r5")]
+    alive = ["r0", "r1", "r2", "r3", "r4", "r6"]  # r5's Ray node is gone; r6 hosts no orchestrator node
+    assert spread_nodes(peers, alive, home_ray_node="r0") == {"r1": "a", "r4": "e"}
+    assert spread_nodes([_peer("home", "r0")], ["r0"], "r0") == {}, "a node alone spreads nowhere"
+
+
+def test_each_other_node_takes_a_worker_per_free_cpu_and_none_without_one():
+    free = {"r1": 4.0, "r2": 1.5, "r3": 0.5, "r4": 0.0}
+    assert plan_spread(None, free) == {"r1": 4, "r2": 1}, "no coordinator there: every free CPU"
+    assert plan_spread(2, free) == {"r1": 2, "r2": 1}, "`workers` caps each node"
+    assert plan_spread(None, {}) == {}
+
+
+def test_a_replacement_stays_on_its_node_while_alive_else_goes_where_a_cpu_is_free_else_home():
+    free = {"home": 0.0, "r1": 1.0, "r2": 3.0}
+    assert place_replacement("r1", 1.0, ["home", "r1", "r2"], free, "home") == ("r1", 1.0), "its CPU is free again"
+    assert place_replacement("home", 0.0, ["home", "r2"], free, "home") == ("home", 0.0), "the home worker's own terms"
+    assert place_replacement("r3", 1.0, ["home", "r1", "r2"], free, "home") == ("r2", 1.0), "the most CPUs free"
+    assert place_replacement("r3", 1.0, ["home", "r1"], {"r1": 0.2, "home": 0.0}, "home") == ("home", 0.0), \
+        "nowhere free: the job's node, on the coordinator's CPU"
+    assert place_replacement("r3", 1.0, ["home"], {"home": 2.0}, "home") == ("home", 1.0)
