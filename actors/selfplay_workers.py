@@ -1,4 +1,4 @@
-"""Served self-play: a job's games spread over search workers that share the node's inference servers.
+"""Self-play over search workers: served ones sharing the node's inference servers, and in-process ones on other nodes.
 
 The job's task stays the coordinator: it runs `run_selfplay` as ever (resume, files, progress,
 stop), with a `ServedGames` in place of the in-process `GameBatch`. `ServedGames` starts
