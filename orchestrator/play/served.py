@@ -74,13 +74,16 @@ def spread_nodes(peers: Iterable[Mapping[str, Any]], alive_ray_nodes: Iterable[s
 def plan_spread(requested: int | None, free_cpus: Mapping[str, float]) -> dict[str, int]:
     """Search workers per other node (Ray node id -> count), one CPU each.
 
-    No coordinator runs there, so a node may take as many as it has CPUs free (at most `requested`
-    per node where given); a node with none free takes none, since a worker Ray cannot place would
-    hold its games hostage.
+    A node keeps one of its free CPUs for other work when it has two or more: self-play would
+    otherwise hold every CPU of the cluster for its whole run, and the gating games a continuous
+    pipeline plays meanwhile, and that node's own jobs, would wait for it (the job's node keeps one
+    for its coordinator the same way). `requested`, where given, caps each node; a node with none
+    free takes none, since a worker Ray cannot place would hold its games hostage.
     """
     plan = {}
     for ray_node, free in free_cpus.items():
-        count = int(free) if requested is None else min(requested, int(free))
+        spare = int(free) - 1 if free >= 2 else int(free)
+        count = spare if requested is None else min(requested, spare)
         if count >= 1:
             plan[ray_node] = count
     return plan

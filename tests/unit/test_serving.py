@@ -237,10 +237,10 @@ def test_a_spread_job_goes_to_the_other_alive_orchestrator_nodes_once_per_ray_no
     assert spread_nodes([_peer("home", "r0")], ["r0"], "r0") == {}, "a node alone spreads nowhere"
 
 
-def test_each_other_node_takes_a_worker_per_free_cpu_and_none_without_one():
-    free = {"r1": 4.0, "r2": 1.5, "r3": 0.5, "r4": 0.0}
-    assert plan_spread(None, free) == {"r1": 4, "r2": 1}, "no coordinator there: every free CPU"
-    assert plan_spread(2, free) == {"r1": 2, "r2": 1}, "`workers` caps each node"
+def test_each_other_node_takes_a_worker_per_free_cpu_but_one_and_none_without_one():
+    free = {"r1": 4.0, "r2": 1.5, "r3": 0.5, "r4": 0.0, "r5": 2.0}
+    assert plan_spread(None, free) == {"r1": 3, "r2": 1, "r5": 1}, "one CPU left for evaluation where there are two"
+    assert plan_spread(2, free) == {"r1": 2, "r2": 1, "r5": 1}, "`workers` caps each node"
     assert plan_spread(None, {}) == {}
 
 
