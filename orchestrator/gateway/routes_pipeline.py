@@ -68,6 +68,12 @@ async def autostart(settings) -> None:
                         log.info("continuous pipeline %s on %s (%s)", reply["run_id"], board_type,
                                  "started" if reply["created"] else "already there")
                         return
+                    if answer.status == 409 and "different body" in str(reply.get("error")):
+                        # started by an earlier version, whose defaults differ: it goes on as it was
+                        log.warning("continuous pipeline %s exists with another body and goes on as it is; "
+                                    "POST /pipeline/stop and restart this node to start it with this version's "
+                                    "defaults", body["run_id"])
+                        return
                     if answer.status != 503:
                         log.error("continuous pipeline not started: %s", reply.get("error"))
                         return
