@@ -71,8 +71,8 @@ async def autostart(settings) -> None:
                     if answer.status == 409 and "different body" in str(reply.get("error")):
                         # started by an earlier version, whose defaults differ: it goes on as it was
                         log.warning("continuous pipeline %s exists with another body and goes on as it is; "
-                                    "POST /pipeline/stop and restart this node to start it with this version's "
-                                    "defaults", body["run_id"])
+                                    "for this version's defaults, stop it (POST /pipeline/stop) and start one under "
+                                    "another run_id", body["run_id"])
                         return
                     if answer.status != 503:
                         log.error("continuous pipeline not started: %s", reply.get("error"))
