@@ -155,9 +155,16 @@ def test_a_graceful_stop_keeps_the_finished_games_and_ends_the_workers(server, t
     result = served_run(cfg, ctx, name, tiny_net(1), workers=2, on_report=keep_handles)
     assert result["stopped"] and not result["complete"] and result["in_flight"] == 0
     assert len(records(ctx, cfg)) == result["games_done"] >= 1
-    for handle in handles:
-        with pytest.raises(ray.exceptions.RayActorError):
+
+    def ended(handle) -> bool:
+        try:
             ray.get(handle.advance.remote([]), timeout=60)
+            return False  # ray.kill is asynchronous: a call may still be served before the kill lands
+        except ray.exceptions.RayActorError:
+            return True
+
+    for handle in handles:
+        wait_until(lambda: ended(handle), timeout_s=30, interval_s=0.2, what="a closed job's worker gone")
 
 
 def test_two_networks_served_at_once(server):
