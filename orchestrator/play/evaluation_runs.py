@@ -115,8 +115,8 @@ class Tournament:
         remaining = self.total - done
         eta = None if self.state != RUNNING else 0.0 if remaining == 0 else (remaining / rate_gps if rate_gps else None)
         return {"tournament_id": self.tournament_id, "kind": self.kind, "board_type": self.board_type,
-                "agents": list(self.agents), "games_per_pairing": self.games_per_pairing, "state": self.state,
-                "done": done, "total": self.total, "games_per_s": rate_gps, "eta_s": eta,
+                "agents": list(self.agents), "games_per_pairing": self.games_per_pairing,
+                "opening_plies": self.opening_plies, "state": self.state, "done": done, "total": self.total, "games_per_s": rate_gps, "eta_s": eta,
                 "created_at": self.created_at, "finished_at": self.finished_at, "standings": table,
                 "ratings": ratings(records, self.board_type)["rows"] if records else []}
 
@@ -206,7 +206,8 @@ class ABTest:
         return {"test_id": self.test_id, "state": self.state, "source": self.source, "agent_a": self.agent_a,
                 "agent_b": self.agent_b, "board_type": self.board_type, "elo0": self.elo0, "elo1": self.elo1,
                 "alpha": self.alpha, "beta": self.beta, "elo_model": self.elo_model, "max_games": self.max_games,
-                "created_at": self.created_at, "finished_at": self.finished_at, **numbers}
+                "opening_plies": self.opening_plies, "created_at": self.created_at, "finished_at": self.finished_at,
+                **numbers}
 
     @staticmethod
     def _view(result: SprtResult, wdl: list[int], penta: list[int], games: int) -> dict[str, Any]:

@@ -3,6 +3,8 @@ and their history, results stored once, A/B tests decided by SPRT, a weak candid
 rejected, and a tournament spread over every node cancelled within seconds."""
 import time
 
+from orchestrator.play.evaluation import default_opening_plies
+from orchestrator.play.games import BUILTIN
 from tests.harness import wait_until
 
 BOARD = "tic_tac_toe"
@@ -108,6 +110,9 @@ def test_abtests_and_gauntlets_decide_by_sprt(gateways):
             "elo0": 0, "elo1": 100, "max_games": 200}
     created = _ask(follower, "/abtest/create", spec)
     assert created.status_code == 200 and created.json()["test"]["state"] == "created", created.text
+    assert created.json()["test"]["opening_plies"] == default_opening_plies(BUILTIN.load(BOARD)), "the board's default"
+    assert _ask(leader, "/abtest/create", {**spec, "test_id": "ab-plies", "opening_plies": 0}).json()["test"][
+        "opening_plies"] == 0, "zero random plies is a choice, not 'the default'"
     assert _ask(leader, "/abtest/create", spec).json()["created"] is False
     assert _ask(leader, "/abtest/create", {**spec, "elo1": 50}).status_code == 409
     assert _ask(follower, "/abtest/run", {"test_id": "ab-strong"}).status_code == 200
