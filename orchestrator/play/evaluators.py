@@ -81,25 +81,35 @@ class RolloutEvaluator:
         self, states: Sequence[pyspiel.State], legal_actions: Sequence[Sequence[int]]
     ) -> tuple[list[np.ndarray], np.ndarray]:
         started = time.perf_counter()
-        rand, bots, evaluate_bots = self._random, self._bots, pyspiel.evaluate_bots
-        priors, values = [], []
-        for state, actions in zip(states, legal_actions):
-            count = len(actions)
-            priors.append(self.uniform(count))
-            total = None
-            for _ in range(self.rollouts):
-                # The first move comes from the legal actions the search already has.
-                playout = state.child(actions[int(rand() * count)])
-                returns = playout.returns() if playout.is_terminal() else evaluate_bots(playout, bots, 0)
-                total = returns if total is None else [t + r for t, r in zip(total, returns)]
-            values.append(total)
+        priors = [self.uniform(len(actions)) for actions in legal_actions]
+        values = [self._playouts(state, actions) for state, actions in zip(states, legal_actions)]
         result = np.array(values, dtype=np.float64).reshape(len(states), self.num_players)
-        if self.rollouts > 1:
-            result /= self.rollouts
         self.calls += 1
         self.leaves += len(states)
         self.seconds += time.perf_counter() - started
         return priors, result
+
+    def evaluate_one(self, state: pyspiel.State, legal_actions: Sequence[int]) -> tuple[np.ndarray, list[float]]:
+        """`evaluate` of one leaf, the value as a list of Python floats: a search that evaluates one leaf
+        at a time skips the batch arrays, which cost about as much as the rest of its own bookkeeping."""
+        started = time.perf_counter()
+        value = self._playouts(state, legal_actions)
+        self.calls += 1
+        self.leaves += 1
+        self.seconds += time.perf_counter() - started
+        return self.uniform(len(legal_actions)), value
+
+    def _playouts(self, state: pyspiel.State, actions: Sequence[int]) -> list[float]:
+        """Mean returns of the playouts from `state`, which is left as it was."""
+        rand, bots, evaluate_bots = self._random, self._bots, pyspiel.evaluate_bots
+        count = len(actions)
+        total = None
+        for _ in range(self.rollouts):
+            # The first move comes from the legal actions the search already has.
+            playout = state.child(actions[int(rand() * count)])
+            returns = playout.returns() if playout.is_terminal() else evaluate_bots(playout, bots, 0)
+            total = returns if total is None else [t + r for t, r in zip(total, returns)]
+        return total if self.rollouts == 1 else [t / self.rollouts for t in total]
 
     def stats(self) -> dict[str, float]:
         return _stats(self.calls, self.leaves, self.seconds)

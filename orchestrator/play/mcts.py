@@ -6,9 +6,11 @@ loss), then evaluates all new leaves of all games in one evaluator call, so a ne
 of about `len(states) * leaves_per_game` positions. `max_batch=1` evaluates one leaf per call,
 which is the unbatched baseline the benchmark compares against.
 
-Per node the statistics of the children live in numpy arrays (visits N, value sums W from the
-point of view of the player to move there, and Q and N + 1 kept beside them for PUCT's selection);
-a node copies its parent's state once, when it is created (`State.child`), and asks for its legal
+Per node the statistics of the children are kept per child (visits N, value sums W from the
+point of view of the player to move there, and Q and N + 1 kept beside them for PUCT's selection):
+numpy arrays for Gumbel, whose selection is whole-array arithmetic, and Python lists for PUCT
+(`PUCTNode`), whose selection and backups touch a few elements each, where numpy's per-call cost
+is most of the work. A node copies its parent's state once, when it is created (`State.child`), and asks for its legal
 actions once, when it is expanded. Values are backed up as per-player vectors and each node
 credits the component of its own player, so two-player and n-player zero-sum games need no sign
 flipping.
@@ -51,10 +53,12 @@ class Node:
         self.state = state
         self.terminal = state.is_terminal()
         self.player = state.current_player()
-        self.returns = np.asarray(state.returns(), dtype=np.float64) if self.terminal else None
+        self.returns: list[float] | None = state.returns() if self.terminal else None
         self.actions: list[int] | None = None  # None until the evaluator has seen this node
         self.priors: np.ndarray | None = None
-        self.value: np.ndarray | None = None  # the evaluator's per-player value of this node
+        # The evaluator's per-player value of this node, as Python floats: the backups do scalar
+        # arithmetic with it, where numpy scalars are several times slower.
+        self.value: list[float] | None = None
         self.N: np.ndarray | None = None
         self.W: np.ndarray | None = None
         self.Q: np.ndarray | None = None
@@ -62,7 +66,7 @@ class Node:
         self.children: list[Node | None] | None = None
         self.visits = 0
 
-    def expand(self, actions: list[int], priors: np.ndarray, value: np.ndarray) -> None:
+    def expand(self, actions: list[int], priors: np.ndarray, value: list[float]) -> None:
         count = len(actions)
         self.actions = actions
         self.priors = priors
@@ -83,8 +87,35 @@ class Node:
         self.N1[index] = n + 1.0
 
 
+class PUCTNode(Node):
+    """A node whose per-child statistics and priors are lists of Python floats (the same values)."""
+
+    __slots__ = ()
+
+    def expand(self, actions: list[int], priors: np.ndarray, value: list[float]) -> None:
+        count = len(actions)
+        self.actions = actions
+        self.priors = priors.tolist()
+        self.value = value
+        self.N = [0.0] * count
+        self.W = [0.0] * count
+        self.Q = [0.0] * count
+        self.N1 = [1.0] * count
+        self.children = [None] * count
+
+    def update(self, index: int, visits: float, value: float) -> None:
+        n = self.N[index] + visits
+        w = self.W[index] + value
+        self.N[index] = n
+        self.W[index] = w
+        self.Q[index] = w / max(n, 1.0)
+        self.N1[index] = n + 1.0
+
+
 class BatchedSearch(abc.ABC):
     """Lock-step simulations over many trees; subclasses pick children and the final move."""
+
+    node_type: type[Node] = Node
 
     def __init__(
         self,
@@ -154,6 +185,8 @@ class BatchedSearch(abc.ABC):
         depth = [0] * len(searched)
         left = list(budgets)  # simulations not yet started, per game
         active = list(range(len(searched)))
+        if len(searched) == 1 and self.leaves_per_game == 1:
+            depth[0], active = self._search_one(searched[0], data[0], budgets[0]), []
         descend, backup = self._descend, self._backup
         while active:
             pending: list[tuple[list[tuple[Node, int]], Node, bool]] = []
@@ -176,8 +209,7 @@ class BatchedSearch(abc.ABC):
             leaves = [leaf for _, leaf, _ in pending]
             self._evaluate(list({id(leaf): leaf for leaf in leaves}.values()) if self.leaves_per_game > 1 else leaves)
             for path, leaf, virtual in pending:
-                # Python floats: the backups do scalar arithmetic, where numpy scalars are several times slower.
-                (self._backup_over_virtual_loss if virtual else backup)(path, leaf.value.tolist())
+                (self._backup_over_virtual_loss if virtual else backup)(path, leaf.value)
         if self.tree_reuse:
             for history, root in zip(histories, roots):
                 if root.actions is not None:  # a fresh root of a forced move was never expanded: nothing to keep
@@ -201,7 +233,7 @@ class BatchedSearch(abc.ABC):
     def _roots(self, states: Sequence[pyspiel.State], histories: list[tuple[int, ...]]) -> list[Node]:
         """A root per state: a kept subtree of the same position where there is one, else a fresh node."""
         if not self.tree_reuse:
-            return [Node(state) for state in states]  # never mutated: children are copies
+            return [self.node_type(state) for state in states]  # never mutated: children are copies
         trees, self._trees = self._trees, {}  # unclaimed trees are dropped before this search grows new ones
         lengths = sorted({len(history) for history in trees}, reverse=True)  # the closest ancestor first
         roots = []
@@ -213,24 +245,42 @@ class BatchedSearch(abc.ABC):
                     candidates.pop()
                     break
             # A fresh root copies the state, which the caller is about to play on, so the tree can be kept.
-            roots.append(Node(state.clone()) if root is None else root)
+            roots.append(self.node_type(state.clone()) if root is None else root)
         return roots
 
     def _descend(self, root: Node, data: Any) -> tuple[list[tuple[Node, int]], Node]:
-        choose = self.choose
+        choose, make = self.choose, self.node_type
         node = root
         index = self.choose_root(root, data)
         path = [(node, index)]
         while True:
             child = node.children[index]
             if child is None:
-                child = node.children[index] = Node(node.state.child(node.actions[index]))
+                child = node.children[index] = make(node.state.child(node.actions[index]))
                 return path, child
             if child.terminal or child.actions is None:  # a terminal, or a leaf already awaiting evaluation
                 return path, child
             node = child
             index = choose(node)
             path.append((node, index))
+
+    def _search_one(self, root: Node, data: Any, simulations: int) -> int:
+        """The loop above for one game and one leaf per round, without its per-round lists: the same
+        descents, evaluations and backups in the same order. Returns the summed depth of the descents."""
+        descend, backup = self._descend, self._backup
+        evaluate_one = getattr(self.evaluator, "evaluate_one", None)
+        depth = 0
+        for _ in range(simulations):
+            path, leaf = descend(root, data)
+            depth += len(path)
+            if not leaf.terminal:
+                if evaluate_one is None:
+                    self._evaluate([leaf])
+                else:
+                    actions = leaf.state.legal_actions()
+                    leaf.expand(actions, *evaluate_one(leaf.state, actions))
+            backup(path, leaf.returns if leaf.terminal else leaf.value)
+        return depth
 
     def _evaluate(self, nodes: list[Node]) -> None:
         if not nodes:
@@ -240,7 +290,7 @@ class BatchedSearch(abc.ABC):
             chunk = nodes[start:start + size]
             legal = [node.state.legal_actions() for node in chunk]
             priors, values = self.evaluator.evaluate([node.state for node in chunk], legal)
-            for node, actions, prior, value in zip(chunk, legal, priors, values):
+            for node, actions, prior, value in zip(chunk, legal, priors, values.tolist()):
                 node.expand(actions, prior, value)
 
     @staticmethod
@@ -296,6 +346,8 @@ class MCTSConfig:
 class MCTSAgent(BatchedSearch):
     """PUCT: argmax Q + c_puct * P * sqrt(N_parent + 1) / (1 + N); unvisited children have Q = 0."""
 
+    node_type = PUCTNode
+
     def __init__(self, name: str, evaluator: LeafEvaluator, config: MCTSConfig, seed: int = 0) -> None:
         super().__init__(
             name, evaluator, config.simulations, leaves_per_game=config.leaves_per_game,
@@ -308,16 +360,30 @@ class MCTSAgent(BatchedSearch):
         epsilon = self.config.dirichlet_epsilon
         if epsilon > 0:
             noise = self.rng.dirichlet([self.config.dirichlet_alpha] * len(root.actions))
-            root.priors = (1 - epsilon) * root.priors + epsilon * noise
+            root.priors = ((1 - epsilon) * np.asarray(root.priors) + epsilon * noise).tolist()
 
     def choose(self, node: Node) -> int:
-        # The hottest line of the search: Q and N + 1 are kept by the backups, and ndarray methods skip
-        # numpy's module-level dispatch. The same floats as W / max(N, 1) + c * sqrt(n + 1) * P / (N + 1).
-        return int((node.Q + self.c_puct * math.sqrt(node.visits + 1) * node.priors / node.N1).argmax())
+        # The hottest line of the search: Q and N + 1 are kept by the backups. The same floats as
+        # W / max(N, 1) + c * sqrt(n + 1) * P / (N + 1), and the first of equal scores, as argmax.
+        scale = self.c_puct * math.sqrt(node.visits + 1)
+        scores = [q + scale * p / n1 for q, p, n1 in zip(node.Q, node.priors, node.N1)]
+        return scores.index(max(scores))
+
+    @staticmethod
+    def _backup(path: list[tuple[Node, int]], values: Sequence[float]) -> None:
+        for node, index in path:  # PUCTNode.update, inlined: this runs for every node of every simulation
+            N = node.N
+            n = N[index] + 1.0
+            w = node.W[index] + values[node.player]
+            N[index] = n
+            node.W[index] = w
+            node.Q[index] = w / n
+            node.N1[index] = n + 1.0
+            node.visits += 1
 
     def decide(self, root: Node, data: None) -> tuple[int, dict[int, float]]:
-        N = root.N
-        q = root.W / np.maximum(N, 1.0)
+        N = np.array(root.N)
+        q = np.array(root.W) / np.maximum(N, 1.0)
         # Most visits wins; |q| <= 1 so the small q term only breaks ties between equal counts.
         best = int(np.argmax(N + 1e-3 * q))
         total = N.sum()

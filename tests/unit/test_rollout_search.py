@@ -76,9 +76,10 @@ def test_backups_keep_q_and_n_plus_one_and_selection_is_plain_puct(options):
         nodes = list(_expanded(root))
         assert len(nodes) > 10
         for node in nodes:
-            np.testing.assert_array_equal(node.Q, node.W / np.maximum(node.N, 1.0))
-            np.testing.assert_array_equal(node.N1, node.N + 1.0)
-            assert node.visits == node.N.sum()
-            # The textbook PUCT score from N and W alone picks the same child.
-            explore = (agent.config.c_puct * math.sqrt(node.visits + 1)) * node.priors / (node.N + 1.0)
-            assert agent.choose(node) == int(np.argmax(node.W / np.maximum(node.N, 1.0) + explore))
+            N, W = np.array(node.N), np.array(node.W)
+            np.testing.assert_array_equal(node.Q, W / np.maximum(N, 1.0))
+            np.testing.assert_array_equal(node.N1, N + 1.0)
+            assert node.visits == N.sum()
+            # The textbook PUCT score from N and W alone, in numpy, picks the same child.
+            explore = (agent.config.c_puct * math.sqrt(node.visits + 1)) * np.array(node.priors) / (N + 1.0)
+            assert agent.choose(node) == int(np.argmax(W / np.maximum(N, 1.0) + explore))

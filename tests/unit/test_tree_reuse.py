@@ -22,7 +22,7 @@ class Recording:
 
     def init_root(self, root, simulations):
         data = super().init_root(root, simulations)
-        self.started.append((root, root.N.copy(), simulations, data))
+        self.started.append((root, np.array(root.N), simulations, data))
         return data
 
 
@@ -50,7 +50,7 @@ def test_the_reused_root_is_the_chosen_child_with_its_visit_counts(kind):
     first = agent.select_many([state])[0]
     root = agent.started[-1][0]
     child = root.children[root.actions.index(first.action)]
-    counts = child.N.copy()
+    counts = np.array(child.N)
     assert counts.sum() == root.N[root.actions.index(first.action)] - 1 > 0  # all but the visit that expanded it
 
     state.apply_action(first.action)
@@ -61,7 +61,7 @@ def test_the_reused_root_is_the_chosen_child_with_its_visit_counts(kind):
     assert second.stats["carried_simulations"] == counts.sum()
     assert budget == second.stats["simulations"] == 48 - counts.sum()
     # The budget counts the root's visits: carried plus new, every one on a legal move.
-    assert reused.N.sum() == 48 and reused.actions == state.legal_actions()
+    assert sum(reused.N) == 48 and reused.actions == state.legal_actions()
     assert second.action in state.legal_actions() and set(second.policy) <= set(state.legal_actions())
 
 
@@ -127,7 +127,7 @@ def test_reuse_follows_the_opponents_reply_between_searches():
     after_mine = root.children[root.actions.index(mine)]
     reply = max(after_mine.actions, key=lambda a: after_mine.N[after_mine.actions.index(a)])
     expected = after_mine.children[after_mine.actions.index(reply)]
-    counts = expected.N.copy()
+    counts = np.array(expected.N)
     state.apply_action(mine)
     state.apply_action(reply)  # played by the opponent, who is not this agent
     decision = agent.select_many([state])[0]
