@@ -9,7 +9,7 @@ import pytest
 from orchestrator.play.agents import AgentContext, parse_agent
 from orchestrator.play.evaluators import RolloutEvaluator
 from orchestrator.play.games import BUILTIN
-from orchestrator.play.mcts import build_mcts
+from orchestrator.play.mcts import MCTSAgent, MCTSConfig, build_mcts
 
 
 def _tic_tac_toe(moves):
@@ -83,3 +83,24 @@ def test_backups_keep_q_and_n_plus_one_and_selection_is_plain_puct(options):
             # The textbook PUCT score from N and W alone, in numpy, picks the same child.
             explore = (agent.config.c_puct * math.sqrt(node.visits + 1)) * np.array(node.priors) / (N + 1.0)
             assert agent.choose(node) == int(np.argmax(W / np.maximum(N, 1.0) + explore))
+
+
+class _BatchOnlyRollouts(RolloutEvaluator):
+    """The rollout evaluator without its one-leaf entry point, so the search takes its general path."""
+
+    evaluate_one = None
+
+
+@pytest.mark.parametrize("options", [{}, {"dirichlet_epsilon": 0.25}])
+def test_the_inlined_one_leaf_search_is_the_general_one(options):
+    def search(evaluator_type):
+        agent = MCTSAgent("mcts_96", evaluator_type(num_players=2, seed=3), MCTSConfig(96, **options), seed=3)
+        state = BUILTIN.load("square8").new_initial_state()
+        decisions = []
+        for _ in range(4):
+            decision = agent.select_many([state])[0]
+            decisions.append((decision.action, decision.policy, decision.stats["mean_depth"]))
+            state.apply_action(decision.action)
+        return decisions, agent.evaluator.stats()["leaves"]
+
+    assert search(RolloutEvaluator) == search(_BatchOnlyRollouts)
