@@ -10,8 +10,8 @@ Per node the statistics of the children are kept per child (visits N, value sums
 point of view of the player to move there, and Q and N + 1 kept beside them for PUCT's selection):
 numpy arrays for Gumbel, whose selection is whole-array arithmetic, and Python lists for PUCT
 (`PUCTNode`), whose selection and backups touch a few elements each, where numpy's per-call cost
-is most of the work. A node copies its parent's state once, when it is created (`State.child`), and asks for its legal
-actions once, when it is expanded. Values are backed up as per-player vectors and each node
+is most of the work. A node copies its parent's state once, when it is created (`State.child`),
+and asks for its legal actions once, when it is expanded. Values are backed up as per-player vectors and each node
 credits the component of its own player, so two-player and n-player zero-sum games need no sign
 flipping.
 
@@ -371,8 +371,8 @@ class MCTSAgent(BatchedSearch):
 
     def _search_one(self, root: Node, data: Any, simulations: int) -> int:
         """`BatchedSearch._search_one` with `_descend`, `choose`, the rollout evaluation and `_backup`
-        inlined (the same steps in the same order): with random playouts most of the search's own
-        time per simulation is Python's calls, which this saves about a tenth of."""
+        inlined (the same steps in the same order): with random playouts much of the search's own
+        time per simulation is Python's calls (on Othello this saves ~1.4 of ~19 us)."""
         evaluate_one = getattr(self.evaluator, "evaluate_one", None)
         if evaluate_one is None:
             return super()._search_one(root, data, simulations)
