@@ -3,7 +3,8 @@
 An evaluator takes many leaf states at once (the search collects one or more leaves from every
 game it is playing) and returns, for each, priors over the legal actions it was given and a value
 per player. Values are per seat (absolute player order), so a search can back up the returns of
-n-player games without assuming two players.
+n-player games without assuming two players. `RolloutEvaluator` also has `evaluate_one`, which a
+search evaluating one leaf at a time uses where an evaluator offers it (see `BatchedSearch._search_one`).
 
 Counters (calls, leaves, seconds) are cumulative; `stats()` derives leaves per call and
 evaluations per second, and searches report the difference over one `select_many`.
