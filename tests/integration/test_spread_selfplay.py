@@ -78,8 +78,8 @@ def test_a_spread_job_plays_on_every_node_and_records_what_a_one_node_job_record
     here = run_selfplay_job(here_cfg, here_ctx)
     spread = run_selfplay_job(all_cfg, all_ctx)
     assert here["complete"] and spread["complete"] and spread["games_done"] == 24
-    assert spread["workers"] == 4 and not spread["served"], \
-        "in process here; two workers on each other node, one per free CPU"
+    assert spread["workers"] == 2 and not spread["served"], \
+        "in process here; one worker on each other node: one per free CPU, one CPU of two left for other work"
     assert_every_game_once(records(all_ctx, all_cfg), 24)
     same = ("game_id", "game_index", "seed", "job_id", "node_id", "attempt", "agents", "board_type")
     one_node = sorted(tuple(str(r[k]) for k in same) for r in records(here_ctx, here_cfg))
