@@ -10,8 +10,11 @@ networks (the NNUE of `orchestrator.learn.nnue`) are kept in the same format und
 `architecture` tag, through `save_network` and `read_network`.
 
 A training run also leaves a resume state now and then (`save_training_state`): its weights,
-optimizer moments and step with what it was training on, written the same atomic, sidecar-checked
-way, so a restarted run reads either a whole state it can trust or none.
+optimizer moments and step with what it was training on, in one atomic file that carries its own
+sha256 in a first line. Not a sidecar: the state is replaced every few minutes, and a process
+killed between replacing a file and then its sidecar would leave a state that no longer matches
+its digest, so the restarted run would start over. A restarted run reads either a whole state it
+can trust or none.
 
 Registered models live at `<data_dir>/models/<model_id>.pt` (`model_path`), which is where the
 self-play job looks for `model:<id>` agents unless its context brings its own loader.
@@ -37,6 +40,7 @@ from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 FORMAT_VERSION = 1
 ARCHITECTURE = "resnet"
 TRAINING_STATE = "training_state"  # a payload's `architecture` for a resume state, not a network
+TRAINING_STATE_HEADER = b"p2p-training-state sha256="  # then the hex digest of the rest, and a newline
 SIDECAR_SUFFIX = ".sha256"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -174,31 +178,32 @@ def load_checkpoint(
 
 def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], about: Mapping[str, Any]) -> str:
     """Write a training run's resume state (`orchestrator.learn.training.training_state`) atomically,
-    with `about` (plain JSON: what run and data it belongs to); returns the sha256."""
+    with `about` (plain JSON: what run and data it belongs to), its sha256 in the file; returns it."""
     try:
         about = json.loads(json.dumps(dict(about)))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"training state description must be JSON-serialisable: {exc}") from None
-    return write_payload(path, {"format": FORMAT_VERSION, "architecture": TRAINING_STATE, "about": about,
-                                "state": dict(state)})
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, "architecture": TRAINING_STATE, "about": about, "state": dict(state)},
+               buffer)
+    data = buffer.getvalue()
+    sha256 = hashlib.sha256(data).hexdigest()
+    write_atomic(Path(path), TRAINING_STATE_HEADER + sha256.encode() + b"\n" + data)
+    return sha256
 
 
 def load_training_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(about, state) of a resume state checked against its sidecar digest; None if there is none.
+    """(about, state) of a resume state checked against the digest it carries; None if there is none.
     CheckpointError for one that is torn, corrupt or of another format."""
     target = Path(path)
-    sidecar = target.with_name(target.name + SIDECAR_SUFFIX)
-    if not target.exists() and not sidecar.exists():
-        return None
-    if not sidecar.is_file():
-        raise CheckpointError(f"training state {target} has no {sidecar.name} beside it")
     try:
-        data = target.read_bytes()
+        header, _, data = target.read_bytes().partition(b"\n")
     except FileNotFoundError:
-        raise CheckpointError(f"training state {target} is gone but its {sidecar.name} is there") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sidecar.read_text().strip():
-        raise CheckpointError(f"training state {target} does not match its {sidecar.name}")
+        return None
+    if not header.startswith(TRAINING_STATE_HEADER):
+        raise CheckpointError(f"{target} is not a training state of this version (no digest line)")
+    if hashlib.sha256(data).hexdigest().encode() != header[len(TRAINING_STATE_HEADER):]:
+        raise CheckpointError(f"training state {target} does not match the digest it carries")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for undecodable payloads
@@ -210,6 +215,4 @@ def load_training_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], d
 
 
 def remove_training_state(path: str | os.PathLike[str]) -> None:
-    target = Path(path)
-    target.unlink(missing_ok=True)
-    target.with_name(target.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+    Path(path).unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from orchestrator.sync.paths import is_inside
 
 DAY_S = 86400.0
 TEMP_SUFFIXES = (".tmp",)
-# downloads, and training states with their digests: what a later attempt goes on from
+# downloads, and training states (with the digest sidecars an earlier version wrote beside them):
+# what a later attempt goes on from
 PARTIAL_SUFFIXES = (".partial", ".resume", ".resume.sha256")
 RETAINED_TREES = ("selfplay",)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.nn.checkpoint import CheckpointError, load_checkpoint, model_path, save_checkpoint
+from orchestrator.nn.checkpoint import (CheckpointError, load_checkpoint, load_training_state, model_path,
+                                        remove_training_state, save_checkpoint, save_training_state)
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig, inference_copy
 from orchestrator.play.games import BUILTIN
 
@@ -94,3 +95,24 @@ def test_missing_digest_and_bad_model_ids_are_refused(tmp_path):
         load_checkpoint(path)
     with pytest.raises(ValueError):
         model_path(tmp_path, "../escape")
+
+
+def test_a_resume_state_is_one_file_that_carries_its_digest(tmp_path):
+    """The state is replaced while a run goes on: a digest in a second file, replaced after it, would not
+    match the state if the process died between the two replacements, and the run would start over."""
+    path = tmp_path / "job.resume"
+    assert load_training_state(path) is None
+    save_training_state(path, {"step": 1}, {"job": "j"})
+    digest = save_training_state(path, {"step": 2}, {"job": "j"})
+    assert [p.name for p in tmp_path.iterdir()] == ["job.resume"], "nothing beside it to fall out of step"
+    assert load_training_state(path) == ({"job": "j"}, {"step": 2})
+    assert path.read_bytes().split(b"\n", 1)[0].endswith(digest.encode())
+    header, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(header + b"\n" + rest[:-1])
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_training_state(path)
+    path.write_bytes(rest)  # a payload without its digest line (an earlier version's format)
+    with pytest.raises(CheckpointError, match="no digest line"):
+        load_training_state(path)
+    remove_training_state(path)
+    assert not path.exists()
