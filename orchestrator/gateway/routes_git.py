@@ -86,16 +86,31 @@ def rollout_bound_s(node) -> float:
     return max(s.forward_timeout_s, peers * per_peer_s + _update_timeout_s(s))
 
 
-async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
-    """The peer's update answer; a transient failure (unreachable, or its fetch failing: 503/504) is tried
-    again, as a fast-forward to the same target is idempotent; a refusal (dirty tree, bad ref: 4xx) is not."""
-    attempts = 1
-    report = await _update_peer_once(node, peer, ref)
-    while report["status"] != "success" and report.get("code") in TRANSIENT_CODES and attempts < UPDATE_ATTEMPTS:
-        await asyncio.sleep(HEALTH_POLL_S)
+async def _update_peer(node, peer: dict[str, Any], ref: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The peer's update answer, and the peer as last read; a transient failure (no address known yet,
+    unreachable, or its fetch failing: 503/504) is tried again, as a fast-forward to the same target is
+    idempotent; a refusal (dirty tree, bad ref: 4xx) is not."""
+    attempts = 0
+    while True:
         attempts += 1
-        report = await _update_peer_once(node, peer, ref)
-    return {**report, "attempts": attempts}
+        if not _addressed(peer):
+            peer = next((p for p in await _fresh_peers(node) if p["node_id"] == peer["node_id"]), peer)
+        report = await _update_peer_once(node, peer, ref) if _addressed(peer) else \
+            {"node_id": peer["node_id"], "status": "error", "code": 503,
+             "error": "no known address yet (its actor has not answered a heartbeat)"}
+        if report["status"] == "success" or report.get("code") not in TRANSIENT_CODES or attempts >= UPDATE_ATTEMPTS:
+            return {**report, "attempts": attempts}, peer
+        await asyncio.sleep(HEALTH_POLL_S)
+
+
+def _addressed(peer: dict[str, Any]) -> bool:
+    return bool(peer.get("host") and peer.get("port"))
+
+
+async def _fresh_peers(node) -> list[dict[str, Any]]:
+    """The PeerActor's table now, not the gateway's cached view: a view taken before a peer's address
+    was learned (or kept while refreshes fail on a loaded node) shows that peer without one."""
+    return (await node.call(node.actors.peer.snapshot.remote()))["peers"]
 
 
 async def _update_peer_once(node, peer: dict[str, Any], ref: str | None) -> dict[str, Any]:
@@ -143,11 +158,11 @@ async def cluster_git_update(node, args: GitUpdateRequest, request):
     and the first that fails (refused, unreachable, not back in time) stops the rollout there."""
     ref = check_ref(args.ref) if args.ref is not None else None  # a bad ref fails once, before any node moves
     # suspect peers are tried too: a late heartbeat is no reason to leave a node on old code
-    others = sorted((p for p in node.peers() if p["state"] in REACHABLE_STATES and not p["is_self"]),
+    others = sorted((p for p in await _fresh_peers(node) if p["state"] in REACHABLE_STATES and not p["is_self"]),
                     key=lambda p: p["node_id"])
     reports: list[dict[str, Any]] = []
     for index, peer in enumerate(others):
-        report = await _update_peer(node, peer, ref)
+        report, peer = await _update_peer(node, peer, ref)
         if report["status"] == "success":
             report = await _await_back(node, peer, report, time.monotonic())
         reports.append(report)

@@ -52,31 +52,48 @@ def test_a_forwarded_cluster_update_waits_as_long_as_the_rollout_can_take():
 
 def test_a_peer_update_is_tried_again_after_a_transient_failure_and_never_after_a_refusal(monkeypatch):
     """A fetch that timed out (503) or a peer that did not answer is tried once more (a fast-forward to
-    the same target is idempotent); a dirty tree or a bad ref (409/400) stops the rollout at once."""
+    the same target is idempotent); a dirty tree or a bad ref (409/400) stops the rollout at once. A
+    peer the gateway's cached view shows without an address is looked up in its PeerActor's table."""
     import asyncio
 
     from orchestrator.gateway import routes_git
 
+    peer = {"node_id": "b", "host": "127.0.0.9", "port": 8771}
+
     def scripted(*answers):
         calls = []
 
-        async def once(node, peer, ref):
-            calls.append(ref)
+        async def once(node, asked, ref):
+            calls.append(asked)
             return answers[len(calls) - 1]
         return once, calls
+
+    def update(asked, ref=None):
+        return asyncio.run(routes_git._update_peer(None, asked, ref))
 
     monkeypatch.setattr(routes_git, "HEALTH_POLL_S", 0.0)
     ok = {"node_id": "b", "status": "success", "updated": True}
     for code in (503, 504):
         once, calls = scripted({"status": "error", "code": code}, ok)
         monkeypatch.setattr(routes_git, "_update_peer_once", once)
-        assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, "main")) == {**ok, "attempts": 2}
+        assert update(peer, "main") == ({**ok, "attempts": 2}, peer)
     refused = {"node_id": "b", "status": "error", "code": 409, "error": "the checkout has uncommitted changes"}
     once, calls = scripted(refused, ok)
     monkeypatch.setattr(routes_git, "_update_peer_once", once)
-    assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, None)) == {**refused, "attempts": 1}
+    assert update(peer) == ({**refused, "attempts": 1}, peer)
     down = {"node_id": "b", "status": "error", "code": 503, "error": "unreachable: ClientConnectorError"}
     once, calls = scripted(down, down, ok)
     monkeypatch.setattr(routes_git, "_update_peer_once", once)
-    assert asyncio.run(routes_git._update_peer(None, {"node_id": "b"}, None)) == {**down, "attempts": 2}
+    assert update(peer) == ({**down, "attempts": 2}, peer)
     assert len(calls) == routes_git.UPDATE_ATTEMPTS
+
+    tables = [[{"node_id": "b", "host": "", "port": 0}], [peer]]  # the actor learns the address meanwhile
+
+    async def fresh(node):
+        return tables.pop(0)
+
+    monkeypatch.setattr(routes_git, "_fresh_peers", fresh)
+    once, calls = scripted(ok)
+    monkeypatch.setattr(routes_git, "_update_peer_once", once)
+    report, used = update({"node_id": "b", "host": "", "port": 0})
+    assert (report["attempts"], used, calls) == (2, peer, [peer]), "never a request to an empty address"
