@@ -6,9 +6,11 @@ membership cycle in seconds while production keeps longer windows.
 """
 from __future__ import annotations
 
+import os
 import socket
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -19,6 +21,21 @@ LOOPBACK_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 1 << 20
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HTTP_URL = r"^https?://[^\s]+$"
+
+
+ENV_PREFIX = "P2P_"
+
+
+def check_known(names: Iterable[str], known: Iterable[str], where: str, spell: Callable[[str], str] = str) -> None:
+    """A setting nobody reads is refused where it was written, with the nearest real name: a
+    misspelt `heartbeat_interval` would otherwise leave the default in force without a word.
+    `spell` writes a setting's name as that source does (P2P_HEARTBEAT_INTERVAL_S)."""
+    known = list(known)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        hints = [spell(name) + "".join(f" (did you mean {spell(m)}?)" for m in get_close_matches(name, known, n=1))
+                 for name in unknown]
+        raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''}: {', '.join(hints)}")
 
 
 def load_cluster_metadata(path: Path | None) -> dict[str, Any]:
@@ -36,16 +53,20 @@ class _ClusterYamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
         super().__init__(settings_cls)
         self._values = load_cluster_metadata(path)
+        check_known(self._values, settings_cls.model_fields, f"{path}: metadata.orchestrator")
 
     def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is what pydantic uses
         return self._values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+        return dict(self._values)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="P2P_", extra="ignore", frozen=True)
+    # Unknown fields are refused from every source: keyword arguments (flags) by pydantic, the
+    # cluster.yaml section and P2P_* variables by check_known (pydantic-settings reads only the
+    # variables it has fields for, so it never sees a misspelt one).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     node_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
@@ -131,6 +152,10 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # A field read under another name (ray_address from RAY_ADDRESS) has no P2P_* variable.
+        by_env = [name for name, field in settings_cls.model_fields.items() if field.validation_alias is None]
+        prefixed = [key[len(ENV_PREFIX):].lower() for key in os.environ if key.upper().startswith(ENV_PREFIX)]
+        check_known(prefixed, by_env, "environment", spell=lambda name: ENV_PREFIX + name.upper())
         init_values = init_settings() if callable(init_settings) else {}
         path = init_values.get("cluster_config") or env_settings().get("cluster_config")
         return (init_settings, env_settings, _ClusterYamlSource(settings_cls, path))

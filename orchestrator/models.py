@@ -1,10 +1,11 @@
 """Pydantic models of the HTTP API: requests are validated with them and /openapi.json is built from them.
 
 Fields and paths follow the seed document; where its examples use another name for a field, the
-model accepts both. Two policies for unknown fields, shown in /openapi.json as `x-unknown-fields`:
-a request from a client (`RequestModel`) refuses one with a 400 naming it, so a misspelt or
-unsupported setting is never silently ignored; a message between nodes (heartbeat, register,
-election, lease, coordinator: `ApiModel`) ignores it, so a cluster can be upgraded node by node.
+model accepts both. Every request (`RequestModel`), a message between nodes (heartbeat, register,
+election, lease, coordinator) included, refuses an unknown field with a 400 naming it, so a
+misspelt or unsupported setting is never silently ignored (`x-unknown-fields: reject` in
+/openapi.json). Responses (`ApiModel`) only describe what the gateway sends, for /openapi.json;
+nothing validates them here.
 A request that configures a job is built from that job's config (`job_request`), so each of its
 fields is defined once, in the config that reads it.
 """
@@ -25,8 +26,8 @@ INT64_MAX = 2**63 - 1  # counters and epochs from outside: SQLite's INTEGER hold
 
 
 class ApiModel(BaseModel):
-    """Responses: a client reading one ignores fields it does not know (rolling upgrades)."""
-    model_config = ConfigDict(extra="ignore")
+    """Responses, as /openapi.json documents them; a client should ignore fields it does not know
+    (they grow between versions)."""
 
 
 class RequestModel(BaseModel):

@@ -63,3 +63,30 @@ def test_game_catalog_from_settings_adds_games_and_refuses_redefinition():
         GameCatalog.from_settings({"broken": "no_such_game"})
     with pytest.raises(UnknownGame):
         GameCatalog.from_settings({"openspiel:x": "tic_tac_toe"})
+
+
+def test_a_setting_nobody_reads_is_refused_by_name_from_every_source(tmp_path, monkeypatch, capsys):
+    """A misspelt setting must not leave the default in force without a word (flags, P2P_* variables,
+    cluster.yaml alike); the answer names it and the nearest real setting."""
+    from pydantic import ValidationError
+
+    from orchestrator.cli import main
+
+    with pytest.raises(ValidationError, match="heartbeat_interval"):
+        Settings(heartbeat_interval=1.0)
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"metadata": {"orchestrator": {"port": 9001, "heartbeat_interval": 1.0}}}))
+    with pytest.raises(ValueError, match=r"metadata.orchestrator: unknown setting: heartbeat_interval "
+                                         r"\(did you mean heartbeat_interval_s\?\)"):
+        Settings(cluster_config=config)
+    config.write_text(yaml.safe_dump({"metadata": {"orchestrator": {"port": 9001}}}))
+    monkeypatch.setenv("P2P_DEAD_AFTER", "9")
+    monkeypatch.setenv("P2P_RAY_ADDRESS", "10.0.0.1:6379")  # ray_address is read from RAY_ADDRESS only
+    with pytest.raises(ValueError, match=r"P2P_DEAD_AFTER \(did you mean P2P_DEAD_AFTER_S\?\), P2P_RAY_ADDRESS"):
+        Settings(cluster_config=config)
+    assert main(["start", "--cluster-config", str(config)]) != 0, "the node does not start"
+    assert "P2P_DEAD_AFTER" in capsys.readouterr().err
+    monkeypatch.delenv("P2P_DEAD_AFTER")
+    monkeypatch.delenv("P2P_RAY_ADDRESS")
+    monkeypatch.setenv("P2P_DEAD_AFTER_S", "40")
+    assert Settings(cluster_config=config).dead_after_s == 40.0
