@@ -369,49 +369,6 @@ class MCTSAgent(BatchedSearch):
         scores = [q + scale * p / n1 for q, p, n1 in zip(node.Q, node.priors, node.N1)]
         return scores.index(max(scores))
 
-    def _search_one(self, root: Node, data: Any, simulations: int) -> int:
-        """`BatchedSearch._search_one` with `_descend`, `choose`, the rollout evaluation and `_backup`
-        inlined (the same steps in the same order): with random playouts much of the search's own
-        time per simulation is Python's calls (on Othello this saves ~1.4 of ~19 us)."""
-        evaluate_one = getattr(self.evaluator, "evaluate_one", None)
-        if evaluate_one is None:
-            return super()._search_one(root, data, simulations)
-        c_puct, sqrt, choose_root = self.c_puct, math.sqrt, self.choose_root
-        depth = 0
-        for _ in range(simulations):
-            node = root
-            index = choose_root(root, data)
-            path = [(node, index)]
-            while True:
-                leaf = node.children[index]
-                if leaf is None:
-                    leaf = node.children[index] = PUCTNode(node.state.child(node.actions[index]))
-                    break
-                if leaf.terminal or leaf.actions is None:
-                    break
-                node = leaf
-                scale = c_puct * sqrt(node.visits + 1)
-                scores = [q + scale * p / n1 for q, p, n1 in zip(node.Q, node.priors, node.N1)]
-                index = scores.index(max(scores))
-                path.append((node, index))
-            depth += len(path)
-            if leaf.terminal:
-                values = leaf.returns
-            else:
-                actions = leaf.state.legal_actions()
-                priors, values = evaluate_one(leaf.state, actions)
-                leaf.expand(actions, priors, values)
-            for node, index in path:
-                N = node.N
-                n = N[index] + 1.0
-                w = node.W[index] + values[node.player]
-                N[index] = n
-                node.W[index] = w
-                node.Q[index] = w / n
-                node.N1[index] = n + 1.0
-                node.visits += 1
-        return depth
-
     @staticmethod
     def _backup(path: list[tuple[Node, int]], values: Sequence[float]) -> None:
         for node, index in path:  # PUCTNode.update, inlined: this runs for every node of every simulation

@@ -86,13 +86,13 @@ def test_backups_keep_q_and_n_plus_one_and_selection_is_plain_puct(options):
 
 
 class _BatchOnlyRollouts(RolloutEvaluator):
-    """The rollout evaluator without its one-leaf entry point, so the search takes its general path."""
+    """The rollout evaluator without its one-leaf entry point, so each leaf goes through `_evaluate`."""
 
     evaluate_one = None
 
 
 @pytest.mark.parametrize("options", [{}, {"dirichlet_epsilon": 0.25}])
-def test_the_inlined_one_leaf_search_is_the_general_one(options):
+def test_the_one_leaf_rollout_entry_point_searches_as_the_batch_one(options):
     def search(evaluator_type):
         agent = MCTSAgent("mcts_96", evaluator_type(num_players=2, seed=3), MCTSConfig(96, **options), seed=3)
         state = BUILTIN.load("square8").new_initial_state()
