@@ -64,12 +64,17 @@ def model_path(data_dir: str | os.PathLike[str], model_id: str) -> Path:
     return Path(data_dir) / "models" / f"{model_id}.pt"
 
 
-def write_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> str:
-    """Save a torch payload atomically with its `.sha256` sidecar; returns the sha256."""
+def _serialised(payload: dict[str, Any]) -> tuple[bytes, str]:
+    """A payload's bytes as torch writes them, and their sha256."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    sha256 = hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def write_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> str:
+    """Save a torch payload atomically with its `.sha256` sidecar; returns the sha256."""
+    data, sha256 = _serialised(payload)
     target = Path(path)
     write_atomic(target, data)
     write_atomic(target.with_name(target.name + SIDECAR_SUFFIX), (sha256 + "\n").encode())
@@ -183,11 +188,8 @@ def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], 
         about = json.loads(json.dumps(dict(about)))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"training state description must be JSON-serialisable: {exc}") from None
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT_VERSION, "architecture": TRAINING_STATE, "about": about, "state": dict(state)},
-               buffer)
-    data = buffer.getvalue()
-    sha256 = hashlib.sha256(data).hexdigest()
+    data, sha256 = _serialised({"format": FORMAT_VERSION, "architecture": TRAINING_STATE, "about": about,
+                                "state": dict(state)})
     write_atomic(Path(path), TRAINING_STATE_HEADER + sha256.encode() + b"\n" + data)
     return sha256
 
