@@ -122,9 +122,13 @@ def node_resources(ray_node_id: str) -> dict[str, float]:
     return next((n["Resources"] for n in ray.nodes() if n["NodeID"] == ray_node_id and n["Alive"]), {})
 
 
+def free_cpus_per_node() -> dict[str, float]:
+    # Ray's books per node: the public ray.available_resources() sums the whole cluster.
+    return {node: free.get("CPU", 0.0) for node, free in ray._private.state.available_resources_per_node().items()}
+
+
 def node_free_cpus(ray_node_id: str) -> float:
-    # Ray's books for this one node: the public ray.available_resources() sums the whole cluster.
-    return ray._private.state.available_resources_per_node().get(ray_node_id, {}).get("CPU", 0.0)
+    return free_cpus_per_node().get(ray_node_id, 0.0)
 
 
 def free_cpus_besides_mine(ray_node_id: str) -> float:
@@ -148,10 +152,6 @@ def wants_served(config: SelfplayConfig, ray_node_id: str, node_mode: str = "aut
     if spec.model_id is None or spec.kind not in SERVED_KINDS:
         return False
     return choose_served(config.served, node_mode, node_gpus(ray_node_id) > 0)
-
-
-def free_cpus_per_node() -> dict[str, float]:
-    return {node: free.get("CPU", 0.0) for node, free in ray._private.state.available_resources_per_node().items()}
 
 
 def other_nodes(node_id: str, home_ray_node: str) -> dict[str, str]:

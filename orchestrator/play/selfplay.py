@@ -91,8 +91,9 @@ class SelfplayConfig(BaseModel):
     )
     nodes: Literal["here", "all"] = Field(
         default="here",
-        description="all: also play on every other alive node, as many search workers on each as it has CPUs free "
-                    "(at most `workers` per node), each playing in process there; the job's node plays as `served` says",
+        description="all: also play on every other alive node, a search worker per free CPU there but one (one of "
+                    "two or more is left for other work; at most `workers` per node), each playing in process; the "
+                    "job's node plays as `served` says",
     )
     served_max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1, le=65_536,
                                   description="served: leaf rows per forward pass, if this job starts the node's server")
