@@ -1,4 +1,4 @@
-"""The gateway's middleware, outermost first: errors, host (without a token), auth, same-origin, JSON body.
+"""The gateway's middleware, outermost first: errors, auth (without a token: the host guard), same-origin, JSON body.
 
 Every failure leaves as `{"status":"error","error":...,"code":N}`. Which exceptions of the layers
 below mean what (Ray's actor errors are a 503) is registered by the application that builds the
