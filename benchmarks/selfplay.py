@@ -135,16 +135,15 @@ def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int
 
 
 def rollout_comparison(
-    game: pyspiel.Game, board_type: str, positions: list[pyspiel.State], sims: int, seed: int, repeats: int
+    game: pyspiel.Game, positions: list[pyspiel.State], sims: int, seed: int, repeats: int
 ) -> dict[str, float]:
     """(d): medians over `repeats` rounds of simulations/s (wall clock) and of the per-round ratios
     ours / OpenSpiel, by wall clock and by this thread's CPU time (which other processes' load
     disturbs less). Each round has fresh bots seeded `seed + round` and interleaves the three
     position by position, so load from other processes falls on all three alike."""
-    spec = BUILTIN.spec(board_type)
     rounds: dict[str, list[float]] = {}
     for r in range(repeats):
-        ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(spec.num_players, seed=seed + r), MCTSConfig(sims), seed=seed + r)
+        ours = MCTSAgent(f"mcts_{sims}", RolloutEvaluator(game, seed=seed + r), MCTSConfig(sims), seed=seed + r)
         python_bot = openspiel_mcts.MCTSBot(
             game, 2.0, sims, openspiel_mcts.RandomRolloutEvaluator(1, np.random.RandomState(seed + r)),
             random_state=np.random.RandomState(seed + r),
@@ -212,7 +211,7 @@ def main() -> None:
         throughput(args, game, spec, net, starts)
     if "rollout" in parts:
         rollout_positions = openings(game, args.rollout_positions, args.seed + 1, max_random_plies=20)
-        rates = rollout_comparison(game, args.board_type, rollout_positions, args.rollout_sims, args.seed,
+        rates = rollout_comparison(game, rollout_positions, args.rollout_sims, args.seed,
                                    args.rollout_repeats)
         print()
         print(f"rollout MCTS, {args.rollout_sims} simulations x 1 random rollout, "

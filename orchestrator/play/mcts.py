@@ -268,17 +268,12 @@ class BatchedSearch(abc.ABC):
         """The loop above for one game and one leaf per round, without its per-round lists: the same
         descents, evaluations and backups in the same order. Returns the summed depth of the descents."""
         descend, backup = self._descend, self._backup
-        evaluate_one = getattr(self.evaluator, "evaluate_one", None)
         depth = 0
         for _ in range(simulations):
             path, leaf = descend(root, data)
             depth += len(path)
             if not leaf.terminal:
-                if evaluate_one is None:
-                    self._evaluate([leaf])
-                else:
-                    actions = leaf.state.legal_actions()
-                    leaf.expand(actions, *evaluate_one(leaf.state, actions))
+                self._evaluate([leaf])
             backup(path, leaf.returns if leaf.terminal else leaf.value)
         return depth
 
@@ -380,6 +375,42 @@ class MCTSAgent(BatchedSearch):
             node.Q[index] = w / n
             node.N1[index] = n + 1.0
             node.visits += 1
+
+    def _search_one(self, root: Node, data: Any, simulations: int) -> int:
+        """With random rollouts, a leaf becomes a node only when a search reaches it a second time,
+        as in OpenSpiel's MCTSBot: a first visit plays out from a fresh copy of the position and
+        keeps nothing, which saves the node, its legal actions and a copy for its playout on every
+        leaf that is never reached again (most of them). The statistics are those of the loop above:
+        an expansion gives the uniform priors a rollout evaluator gives, a node's own value is never
+        read by PUCT, and the playouts draw from the same generators in the same order."""
+        playout = getattr(self.evaluator, "playout", None)
+        if playout is None:
+            return super()._search_one(root, data, simulations)
+        uniform, choose, backup, make = self.evaluator.uniform, self.choose, self._backup, self.node_type
+        depth = 0
+        for _ in range(simulations):
+            node, index = root, self.choose_root(root, data)
+            path = [(node, index)]
+            while True:
+                child = node.children[index]
+                if child is None:
+                    if not node.N[index]:
+                        position = node.state.child(node.actions[index])
+                        value = position.returns() if position.is_terminal() else playout(position)
+                        break
+                    child = node.children[index] = make(node.state.child(node.actions[index]))
+                    if not child.terminal:
+                        actions = child.state.legal_actions()
+                        child.expand(actions, uniform(len(actions)), None)
+                if child.terminal:
+                    value = child.returns
+                    break
+                node = child
+                index = choose(node)
+                path.append((node, index))
+            depth += len(path)
+            backup(path, value)
+        return depth
 
     def decide(self, root: Node, data: None) -> tuple[int, dict[int, float]]:
         N = np.array(root.N)

@@ -9,7 +9,6 @@ import torch
 
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.play.agents import AgentContext, make_agent, parse_agent
-from orchestrator.play.evaluators import RolloutEvaluator
 from orchestrator.play.games import BUILTIN
 from orchestrator.play.gumbel import GumbelAgent, GumbelConfig, build_gumbel, completed_q, halving_schedule
 from orchestrator.play.mcts import Node
@@ -55,9 +54,28 @@ def _root_after_search(agent, state):
     return root, data, choices
 
 
+class BanditRollouts:
+    """What random rollouts converge to on a bandit: uniform priors and the mean payoff of the arms."""
+
+    num_players = 2
+
+    def __init__(self):
+        self.calls = self.leaves = 0
+        self.seconds = 0.0
+
+    def evaluate(self, states, legal_actions):
+        self.calls += 1
+        self.leaves += len(states)
+        values = [[float(np.mean(s.payoffs)), -float(np.mean(s.payoffs))] for s in states]
+        return [np.full(len(actions), 1.0 / len(actions)) for actions in legal_actions], np.array(values)
+
+    def stats(self):
+        return {"network_calls": float(self.calls), "leaves": float(self.leaves)}
+
+
 def _bandit_agent(simulations, seed=0, **options):
     config = GumbelConfig(simulations=simulations, c_scale=1.0, **options)
-    return GumbelAgent("gumbel_bandit", RolloutEvaluator(num_players=2, seed=seed), config, seed=seed)
+    return GumbelAgent("gumbel_bandit", BanditRollouts(), config, seed=seed)
 
 
 def test_halving_schedule_phases():

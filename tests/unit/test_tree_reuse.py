@@ -35,7 +35,7 @@ class RecordingGumbel(Recording, GumbelAgent):
 
 
 def _agent(kind: str, simulations: int, seed: int = 0, **options):
-    evaluator = RolloutEvaluator(num_players=2, seed=seed)
+    evaluator = RolloutEvaluator(BUILTIN.load("tic_tac_toe"), seed=seed)
     if kind == "mcts":
         config = MCTSConfig(simulations, dirichlet_epsilon=0.25, tree_reuse=True, **options)
         return RecordingMCTS(f"mcts_{simulations}", evaluator, config, seed=seed)
@@ -65,20 +65,21 @@ def test_the_reused_root_is_the_chosen_child_with_its_visit_counts(kind):
     assert second.action in state.legal_actions() and set(second.policy) <= set(state.legal_actions())
 
 
-# Moves played at these seeds by the code before tree reuse existed (recorded from its last commit):
-# with reuse off, the search must stay exactly what it was.
+# Moves played at these seeds with reuse off. First recorded from the code before tree reuse existed;
+# re-recorded once, when rollouts moved to OpenSpiel's RandomRolloutEvaluator and its random stream
+# (the network paths never changed). With reuse off, the search must not change by accident.
 _BEFORE_REUSE = [
     (build_mcts, "mcts_24", "tic_tac_toe", 5, {"dirichlet_epsilon": 0.25}, 3, 9,
-     [[5, 7, 2, 1, 8], [3, 8, 4, 6, 5], [6, 4, 5, 7, 1, 2, 0, 3, 8]]),
+     [[6, 2, 3, 0, 1, 8, 4, 5], [4, 1, 3, 6, 0, 8, 5], [4, 0, 7, 1, 2, 6, 3, 5, 8]]),
     (build_gumbel, "gumbel_24", "connect_four", 5, {}, 3, 8,
-     [[5, 5, 1, 4, 4, 6, 3, 6], [0, 3, 5, 2, 2, 0, 1, 6], [2, 3, 5, 2, 1, 5, 4, 6]]),
+     [[1, 5, 6, 3, 4, 6, 3, 1], [0, 3, 1, 5, 4, 0, 3, 5], [2, 2, 6, 5, 6, 2, 0, 6]]),
     (build_mcts, "mcts_24", "connect_four", 2, {"dirichlet_epsilon": 0.25, "leaves_per_game": 3}, 2, 6,
-     [[6, 2, 3, 5, 3, 6], [5, 4, 0, 2, 4, 4]]),
+     [[5, 3, 3, 0, 2, 0], [3, 0, 0, 4, 3, 3]]),
 ]
 
 
 @pytest.mark.parametrize("build, name, board_type, seed, options, games, plies, expected", _BEFORE_REUSE)
-def test_without_reuse_the_moves_are_those_played_before_tree_reuse(
+def test_without_reuse_the_moves_at_these_seeds_stay_as_recorded(
     build, name, board_type, seed, options, games, plies, expected
 ):
     agent = build(parse_agent(name), AgentContext(board_type, seed=seed), tree_reuse=False, **options)
