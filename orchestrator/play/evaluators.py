@@ -19,7 +19,7 @@ import pyspiel
 import torch
 from open_spiel.python.observation import make_observation
 
-from orchestrator.nn.resnet import PolicyValueNet, inference_copy
+from orchestrator.nn.serving import PreparedNetwork
 from orchestrator.play.agents import AgentContext
 
 
@@ -140,11 +140,10 @@ class NetworkEvaluator:
     and the opponent gets the negation; otherwise the outputs are per seat.
     """
 
-    def __init__(self, model: torch.nn.Module, game: pyspiel.Game, device: str = "cpu") -> None:
-        self.device = torch.device(device)
-        model = model.to(self.device).eval()
-        # Folded batch norms give identical outputs with fewer layers per forward pass.
-        self.model = inference_copy(model) if isinstance(model, PolicyValueNet) else model
+    def __init__(self, model: torch.nn.Module, game: pyspiel.Game, device: str = "cpu", precision: str = "auto") -> None:
+        # The form the inference servers run (folded batch norms, their precision and layout), so a
+        # search gets the same numbers in process as served, for the same batch.
+        self.network = PreparedNetwork(model, device, precision)
         self.observation_shape = tuple(game.observation_tensor_shape())
         self.num_players = game.num_players()
         self.num_actions = game.num_distinct_actions()
@@ -171,12 +170,9 @@ class NetworkEvaluator:
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw network outputs (logits, values) as numpy arrays for a [B, *shape] float32 batch."""
         started = time.perf_counter()
-        with torch.inference_mode():
-            batch = torch.from_numpy(observations).to(self.device, non_blocking=True)
-            logits, values = self.model(batch)
-            result = logits.double().cpu().numpy(), values.double().cpu().numpy()
+        logits, values = self.network(observations)
         self.network_seconds += time.perf_counter() - started
-        return result
+        return logits.astype(np.float64), values.astype(np.float64)
 
     def evaluate(
         self, states: Sequence[pyspiel.State], legal_actions: Sequence[Sequence[int]]

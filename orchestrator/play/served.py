@@ -4,7 +4,7 @@
 tensors here (OpenSpiel writes them straight into a numpy array), hands the float32 batch to
 `forward` (in production a call to the node's inference server, see actors/inference.py) and
 turns the raw logits and values into priors and per-seat values exactly as the in-process
-evaluator does, with the same code. Given the same batch, a float32 server returns the same
+evaluator does, with the same code. Given the same batch, a server in the same precision returns the same
 numbers as the in-process network, so the search makes the same moves.
 
 Also here, as pure decisions that the Ray side (actors/selfplay_workers.py) applies: whether a job
@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pyspiel
-import torch
 from open_spiel.python.observation import make_observation
 
 from orchestrator.play.evaluators import NetworkEvaluator
@@ -110,10 +109,8 @@ class ServedEvaluator(NetworkEvaluator):
     """Observations and the post-processing here, the forward pass through `forward`."""
 
     def __init__(self, forward: RemoteForward, game: pyspiel.Game) -> None:
-        # NetworkEvaluator.__init__ is skipped on purpose: it moves and folds a model, and there is
-        # none here. These are the attributes its observations() and evaluate() read.
-        self.device = torch.device("cpu")
-        self.model = None
+        # NetworkEvaluator.__init__ is skipped on purpose: it prepares a network, and there is none
+        # here. These are the attributes its observations() and evaluate() read.
         self.observation_shape = tuple(game.observation_tensor_shape())
         self.num_players = game.num_players()
         self.num_actions = game.num_distinct_actions()

@@ -121,7 +121,7 @@ def test_network_evaluator_matches_the_network_on_legal_moves():
     torch.manual_seed(3)
     game = BUILTIN.load("square8")
     net = PolicyValueNet(ResNetConfig.for_game(BUILTIN.spec("square8"), blocks=1, channels=8)).eval()
-    evaluator = NetworkEvaluator(net, game)
+    evaluator = NetworkEvaluator(net, game, precision="float32")  # exact: this checks the arithmetic around the net
     states = _openings("square8", 5)
     players = [s.current_player() for s in states]
     observations = evaluator.observations(states, players)

@@ -10,7 +10,7 @@ import torch
 
 from orchestrator.nn.resnet import PolicyValueNet, ResNetConfig
 from orchestrator.nn.serving import (
-    DynamicBatcher, NetworkServer, PreparedNetwork, ServingConfig, UnknownNetwork, serving_dtype,
+    DynamicBatcher, NetworkServer, PreparedNetwork, ServingConfig, UnknownNetwork, cpu_computes_bfloat16, serving_dtype,
 )
 from orchestrator.play.evaluators import NetworkEvaluator
 from orchestrator.play.games import BUILTIN
@@ -164,8 +164,22 @@ def test_two_networks_get_a_queue_each_and_unknown_keys_are_refused():
         run(server.evaluate("c", x))
 
 
-def test_precision_float32_on_cpu_and_reduced_precision_where_asked():
-    assert serving_dtype("auto", torch.device("cpu")) == torch.float32
+def test_bfloat16_only_on_a_cpu_that_has_bfloat16_instructions(tmp_path):
+    def flags(line):
+        path = tmp_path / f"cpuinfo{len(line)}"
+        path.write_text(f"processor\t: 0\nmodel name\t: X\n{line}\n\nprocessor\t: 1\n{line}\n")
+        return cpu_computes_bfloat16(str(path))
+
+    assert flags("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni")
+    assert flags("flags\t\t: fpu sse2 amx_bf16 amx_tile")
+    assert not flags("flags\t\t: fpu sse2 avx2 avx512f avx512bw")  # AVX-512 alone emulates bfloat16
+    assert not flags("")
+    assert not cpu_computes_bfloat16(str(tmp_path / "absent"))
+    expected = torch.bfloat16 if cpu_computes_bfloat16() else torch.float32
+    assert serving_dtype("auto", torch.device("cpu")) == expected
+
+
+def test_precision_as_asked_with_float32_answers():
     net, x = tiny_net(3), observations(5)
     full = PreparedNetwork(net, "cpu", "float32")(x)
     half = PreparedNetwork(net, "cpu", "bfloat16")(x)
@@ -175,10 +189,11 @@ def test_precision_float32_on_cpu_and_reduced_precision_where_asked():
         ServingConfig(precision="int4")
 
 
-def test_served_evaluator_matches_the_in_process_one_bit_for_bit_on_cpu():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "auto"])
+def test_served_evaluator_matches_the_in_process_one_bit_for_bit_on_cpu(precision):
     net = tiny_net(4)
-    local = NetworkEvaluator(net, GAME)
-    served = ServedEvaluator(PreparedNetwork(net, "cpu", "float32"), GAME)
+    local = NetworkEvaluator(net, GAME, precision=precision)
+    served = ServedEvaluator(PreparedNetwork(net, "cpu", precision), GAME)
     states = [GAME.new_initial_state()]
     for action in (4, 0, 8):
         states.append(states[-1].child(action))
