@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -92,7 +92,8 @@ def start_inference_servers(node_id: str, ray_node_id: str, gpus: int, config: S
 
 
 class InferenceClient:
-    """A `forward(observations) -> (logits, values)` for `ServedEvaluator`, calling the named server.
+    """A `forward(observations) -> (logits, values)` for `ServedEvaluator`, calling the named server,
+    and its `submit`, which sends a batch and returns the call that waits for its answer.
 
     Retries while the server is down or restarting (up to `retry_s`), reloads the network where a
     restarted server lost it, and counts its retries.
@@ -117,20 +118,36 @@ class InferenceClient:
         ray.get(self._handle().load.remote(self.key, [self.module_ref]), timeout=LOAD_TIMEOUT_S)
 
     def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.submit(observations)()
+
+    def submit(self, observations: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Send the batch now; the returned call waits for its answer (retrying as needed)."""
+        sent = self._send(observations)
+        return lambda: self._answer(observations, sent)
+
+    def _send(self, observations: np.ndarray) -> ray.ObjectRef | None:
+        try:
+            return self._handle().evaluate.remote(self.key, observations, self.client_id)
+        except ValueError:  # not registered under its name at the moment (restarting)
+            self._server = None
+            return None
+
+    def _answer(self, observations: np.ndarray, sent: ray.ObjectRef | None) -> tuple[np.ndarray, np.ndarray]:
         deadline = time.monotonic() + self.retry_s
         while True:
-            try:
-                logits, values = ray.get(self._handle().evaluate.remote(self.key, observations, self.client_id))
-                return logits, values
-            except ray.exceptions.RayTaskError as exc:
-                if not isinstance(root_cause(exc), UnknownNetwork):
-                    raise root_cause(exc) from None
-                self.reloads += 1
-                failure: BaseException = exc
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError) as exc:
-                # Down, restarting, or (ValueError) not registered under its name at the moment.
-                self._server = None
-                failure = exc
+            failure: BaseException | None = None
+            if sent is not None:
+                try:
+                    logits, values = ray.get(sent)
+                    return logits, values
+                except ray.exceptions.RayTaskError as exc:
+                    if not isinstance(root_cause(exc), UnknownNetwork):
+                        raise root_cause(exc) from None
+                    self.reloads += 1
+                    failure = exc
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                    self._server = None  # down or restarting
+                    failure = exc
             if time.monotonic() > deadline:
                 raise RuntimeError(f"inference server {self.server_name} unavailable for {self.retry_s:.0f}s") from failure
             self.retries += 1
@@ -140,3 +157,4 @@ class InferenceClient:
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError,
                     ValueError):
                 self._server = None  # still down: the next round tries again
+            sent = self._send(observations)

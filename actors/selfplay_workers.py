@@ -99,7 +99,9 @@ class SelfplayWorker:
                  module_ref: list[ray.ObjectRef]) -> None:
         self.config = SelfplayConfig.model_validate(config, context={GAMES_CONTEXT_KEY: job.games})
         self.client = None if server_name is None else InferenceClient(server_name, key, module_ref[0])
-        evaluator = None if self.client is None else ServedEvaluator(self.client, job.games.load(self.config.board_type))
+        evaluator = None
+        if self.client is not None:
+            evaluator = ServedEvaluator(self.client, job.games.load(self.config.board_type), submit=self.client.submit)
         # Worker 0 searches with the in-process seed, so one worker plays exactly the in-process games.
         salt = () if worker == 0 else ("worker", worker)
         agent = _make_agent(self.config.agent_spec(), self.config, job, evaluator=evaluator, seed_salt=salt)

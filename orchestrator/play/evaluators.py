@@ -178,9 +178,15 @@ class NetworkEvaluator:
         self, states: Sequence[pyspiel.State], legal_actions: Sequence[Sequence[int]]
     ) -> tuple[list[np.ndarray], np.ndarray]:
         started = time.perf_counter()
-        count = len(states)
         players = [s.current_player() for s in states]
         logits, raw_values = self.forward(self.observations(states, players))
+        return self._answer(legal_actions, players, logits, raw_values, time.perf_counter() - started)
+
+    def _answer(self, legal_actions: Sequence[Sequence[int]], players: list[int], logits: np.ndarray,
+                raw_values: np.ndarray, spent_s: float) -> tuple[list[np.ndarray], np.ndarray]:
+        """Priors and per-seat values from the network's raw outputs; counts the call, `spent_s` of it before this."""
+        started = time.perf_counter()
+        count = len(players)
         # Softmax over the legal actions of each row, for the whole batch at once.
         legal = np.zeros((count, self.num_actions), dtype=bool)
         for row, actions in enumerate(legal_actions):
@@ -199,7 +205,7 @@ class NetworkEvaluator:
             values = raw_values
         self.calls += 1
         self.leaves += count
-        self.seconds += time.perf_counter() - started
+        self.seconds += spent_s + time.perf_counter() - started
         return priors, values
 
     def stats(self) -> dict[str, float]:

@@ -4,7 +4,9 @@
 each round descends every tree to a leaf (or `leaves_per_game` leaves, spread apart by virtual
 loss), then evaluates all new leaves of all games in one evaluator call, so a network sees batches
 of about `len(states) * leaves_per_game` positions. `max_batch=1` evaluates one leaf per call,
-which is the unbatched baseline the benchmark compares against.
+which is the unbatched baseline the benchmark compares against. With an asynchronous evaluator
+(a served network) the games split into two groups whose rounds alternate, so the search and the
+server work at the same time (see `_rounds`).
 
 Per node the statistics of the children are kept per child (visits N, value sums W from the
 point of view of the player to move there, and Q and N + 1 kept beside them for PUCT's selection):
@@ -27,8 +29,9 @@ from __future__ import annotations
 import abc
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyspiel
@@ -112,6 +115,10 @@ class PUCTNode(Node):
         self.N1[index] = n + 1.0
 
 
+# Leaves whose evaluation was asked for: the nodes, their legal actions, and the call that gives the answer.
+_Request = tuple[list[Node], list[list[int]], Callable[[], tuple[Sequence[np.ndarray], np.ndarray]]]
+
+
 class BatchedSearch(abc.ABC):
     """Lock-step simulations over many trees; subclasses pick children and the final move."""
 
@@ -184,32 +191,10 @@ class BatchedSearch(abc.ABC):
         data = [self.init_root(root, budget) for root, budget in zip(searched, budgets)]
         depth = [0] * len(searched)
         left = list(budgets)  # simulations not yet started, per game
-        active = list(range(len(searched)))
         if len(searched) == 1 and self.leaves_per_game == 1:
-            depth[0], active = self._search_one(searched[0], data[0], budgets[0]), []
-        descend, backup = self._descend, self._backup
-        while active:
-            pending: list[tuple[list[tuple[Node, int]], Node, bool]] = []
-            for g in active:
-                root, root_data = searched[g], data[g]
-                per_game = min(self.leaves_per_game, left[g])
-                left[g] -= per_game
-                virtual = per_game > 1
-                for _ in range(per_game):
-                    path, leaf = descend(root, root_data)
-                    depth[g] += len(path)
-                    if leaf.terminal:
-                        backup(path, leaf.returns)
-                    else:
-                        if virtual:
-                            self._add_virtual_loss(path)
-                        pending.append((path, leaf, virtual))
-            active = [g for g in active if left[g]]
-            # A leaf reached twice in one round (possible with virtual loss only) is evaluated once.
-            leaves = [leaf for _, leaf, _ in pending]
-            self._evaluate(list({id(leaf): leaf for leaf in leaves}.values()) if self.leaves_per_game > 1 else leaves)
-            for path, leaf, virtual in pending:
-                (self._backup_over_virtual_loss if virtual else backup)(path, leaf.value)
+            depth[0] = self._search_one(searched[0], data[0], budgets[0])
+        elif searched:
+            self._rounds(searched, data, left, depth)
         if self.tree_reuse:
             for history, root in zip(histories, roots):
                 if root.actions is not None:  # a fresh root of a forced move was never expanded: nothing to keep
@@ -248,6 +233,52 @@ class BatchedSearch(abc.ABC):
             roots.append(self.node_type(state.clone()) if root is None else root)
         return roots
 
+    def _rounds(self, searched: list[Node], data: list[Any], left: list[int], depth: list[int]) -> None:
+        """Rounds of simulations until every game has spent its budget (`left`, per game). A round of a
+        group of games descends each of them to `leaves_per_game` leaves, has the new leaves evaluated
+        together, then backs up. Games never share nodes, so a game's rounds depend on its own
+        answers only: with an evaluator that answers asynchronously (a served network), the games
+        split into two groups whose rounds alternate, and one group's leaves are evaluated while
+        the other group descends and backs up; each game's search is the one lock-step gives."""
+        everyone = list(range(len(searched)))
+        if getattr(self.evaluator, "asynchronous", False) and len(everyone) > 1:
+            groups = [everyone[0::2], everyone[1::2]]
+        else:
+            groups = [everyone]
+        flights = deque(self._launch(group, searched, data, left, depth) for group in groups)
+        while flights:
+            group, pending, requests = flights.popleft()
+            self._expand_answered(requests)
+            for path, leaf, virtual in pending:
+                (self._backup_over_virtual_loss if virtual else self._backup)(path, leaf.value)
+            group = [g for g in group if left[g]]
+            if group:
+                flights.append(self._launch(group, searched, data, left, depth))
+
+    def _launch(self, group: list[int], searched: list[Node], data: list[Any], left: list[int], depth: list[int]
+                ) -> tuple[list[int], list[tuple[list[tuple[Node, int]], Node, bool]], list[_Request]]:
+        """One round's descents for the games of `group`, and the evaluation of their new leaves asked for."""
+        descend, backup = self._descend, self._backup
+        pending: list[tuple[list[tuple[Node, int]], Node, bool]] = []
+        for g in group:
+            root, root_data = searched[g], data[g]
+            per_game = min(self.leaves_per_game, left[g])
+            left[g] -= per_game
+            virtual = per_game > 1
+            for _ in range(per_game):
+                path, leaf = descend(root, root_data)
+                depth[g] += len(path)
+                if leaf.terminal:
+                    backup(path, leaf.returns)
+                else:
+                    if virtual:
+                        self._add_virtual_loss(path)
+                    pending.append((path, leaf, virtual))
+        leaves = [leaf for _, leaf, _ in pending]
+        # A leaf reached twice in one round (possible with virtual loss only) is evaluated once.
+        nodes = list({id(leaf): leaf for leaf in leaves}.values()) if self.leaves_per_game > 1 else leaves
+        return group, pending, self._request(nodes)
+
     def _descend(self, root: Node, data: Any) -> tuple[list[tuple[Node, int]], Node]:
         choose, make = self.choose, self.node_type
         node = root
@@ -278,13 +309,30 @@ class BatchedSearch(abc.ABC):
         return depth
 
     def _evaluate(self, nodes: list[Node]) -> None:
-        if not nodes:
-            return
-        size = self.max_batch or len(nodes)
+        self._expand_answered(self._request(nodes))
+
+    def _request(self, nodes: list[Node]) -> list[_Request]:
+        """The evaluation of `nodes` asked for, in chunks of at most `max_batch`: answered already by
+        a synchronous evaluator, on its way from an asynchronous one."""
+        requests = []
+        size = self.max_batch or len(nodes) or 1
+        asynchronous = getattr(self.evaluator, "asynchronous", False)
         for start in range(0, len(nodes), size):
             chunk = nodes[start:start + size]
             legal = [node.state.legal_actions() for node in chunk]
-            priors, values = self.evaluator.evaluate([node.state for node in chunk], legal)
+            states = [node.state for node in chunk]
+            if asynchronous:
+                answer = self.evaluator.evaluate_async(states, legal)
+            else:
+                result = self.evaluator.evaluate(states, legal)
+                answer = lambda result=result: result  # noqa: E731 (answered already)
+            requests.append((chunk, legal, answer))
+        return requests
+
+    @staticmethod
+    def _expand_answered(requests: list[_Request]) -> None:
+        for chunk, legal, answer in requests:
+            priors, values = answer()
             for node, actions, prior, value in zip(chunk, legal, priors, values.tolist()):
                 node.expand(actions, prior, value)
 

@@ -15,7 +15,7 @@ many (`spread_nodes`, `plan_spread`) and where a dead worker's replacement goes 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyspiel
@@ -24,6 +24,7 @@ from open_spiel.python.observation import make_observation
 from orchestrator.play.evaluators import NetworkEvaluator
 
 RemoteForward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+RemoteSubmit = Callable[[np.ndarray], Callable[[], tuple[np.ndarray, np.ndarray]]]
 SERVED_MODES = ("auto", "on", "off")  # the node setting `selfplay_served`
 
 
@@ -106,9 +107,15 @@ def place_replacement(dead_on: str, dead_cpus: float, alive: Iterable[str], free
 
 
 class ServedEvaluator(NetworkEvaluator):
-    """Observations and the post-processing here, the forward pass through `forward`."""
+    """Observations and the post-processing here, the forward pass through `forward`.
 
-    def __init__(self, forward: RemoteForward, game: pyspiel.Game) -> None:
+    Given `submit` (send a batch now, wait for its answer later, as `InferenceClient.submit` does),
+    the evaluator is asynchronous: `evaluate_async` returns while the server computes, and a
+    search (`BatchedSearch`) keeps two groups of games going, one descending while the other's
+    leaves are evaluated, so neither this process nor the server waits for the other.
+    """
+
+    def __init__(self, forward: RemoteForward, game: pyspiel.Game, submit: RemoteSubmit | None = None) -> None:
         # NetworkEvaluator.__init__ is skipped on purpose: it prepares a network, and there is none
         # here. These are the attributes its observations() and evaluate() read.
         self.observation_shape = tuple(game.observation_tensor_shape())
@@ -116,14 +123,40 @@ class ServedEvaluator(NetworkEvaluator):
         self.num_actions = game.num_distinct_actions()
         self._observation = make_observation(game)
         self._remote_forward = forward
+        self._submit = submit
+        self.asynchronous = submit is not None
         self.calls = 0
         self.leaves = 0
-        self.seconds = 0.0
+        self.seconds = 0.0  # in this process: building batches, waiting and post-processing
         self.network_seconds = 0.0  # here: time waiting for the server, transfer and batching included
 
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         started = time.perf_counter()
         logits, values = self._remote_forward(np.ascontiguousarray(observations, dtype=np.float32))
         self.network_seconds += time.perf_counter() - started
-        # The in-process evaluator widens its float32 outputs to float64 the same way.
-        return np.asarray(logits, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        return _widened(logits, values)
+
+    def evaluate_async(
+        self, states: Sequence[pyspiel.State], legal_actions: Sequence[Sequence[int]]
+    ) -> Callable[[], tuple[list[np.ndarray], np.ndarray]]:
+        """`evaluate` with its batch sent now: the returned call waits for the answer and gives what `evaluate` would."""
+        if self._submit is None:
+            raise RuntimeError("this evaluator was given no submit: it evaluates synchronously only")
+        started = time.perf_counter()
+        players = [s.current_player() for s in states]
+        wait = self._submit(np.ascontiguousarray(self.observations(states, players), dtype=np.float32))
+        sending_s = time.perf_counter() - started
+
+        def answer() -> tuple[list[np.ndarray], np.ndarray]:
+            waited = time.perf_counter()
+            logits, values = wait()
+            waiting_s = time.perf_counter() - waited
+            self.network_seconds += waiting_s
+            return self._answer(legal_actions, players, *_widened(logits, values), sending_s + waiting_s)
+
+        return answer
+
+
+def _widened(logits: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # The in-process evaluator widens its float32 outputs to float64 the same way.
+    return np.asarray(logits, dtype=np.float64), np.asarray(values, dtype=np.float64)

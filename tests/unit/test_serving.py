@@ -220,6 +220,56 @@ def test_search_makes_the_same_moves_served_and_in_process():
                 state.apply_action(action)
 
 
+class DeferredServer:
+    """A server whose answers are computed only when a client waits for them, with a log of sends and waits."""
+
+    def __init__(self, net):
+        self.network = PreparedNetwork(net)
+        self.log = []
+
+    def submit(self, observations):
+        request = len(self.log)
+        self.log.append(("send", request, len(observations)))
+
+        def wait():
+            self.log.append(("wait", request, len(observations)))
+            return self.network(observations)
+
+        return wait
+
+
+@pytest.mark.parametrize("options", [{}, {"leaves_per_game": 2, "dirichlet_epsilon": 0.25, "tree_reuse": True}])
+def test_an_asynchronous_evaluator_keeps_two_groups_of_games_in_flight_with_the_same_moves(options):
+    net = tiny_net(6)
+    server = DeferredServer(net)
+    config = MCTSConfig(16, **options)
+    local = MCTSAgent("mcts_16", NetworkEvaluator(net, GAME), config, seed=3)
+    served_evaluator = ServedEvaluator(server.network, GAME, submit=server.submit)
+    served = MCTSAgent("mcts_16", served_evaluator, config, seed=3)
+    assert served_evaluator.asynchronous and not getattr(local.evaluator, "asynchronous", False)
+    games = [[GAME.new_initial_state() for _ in range(5)] for _ in range(2)]
+    for _ in range(4):
+        moves = [[d.action for d in agent.select_many(states)] for agent, states in zip((local, served), games)]
+        assert moves[0] == moves[1]
+        for states, chosen in zip(games, moves):
+            for state, action in zip(states, chosen):
+                state.apply_action(action)
+    # Every wait found the other group's batch already sent: two requests were in flight at each.
+    in_flight, most = set(), 0
+    for event, request, _ in server.log:
+        if event == "send":
+            in_flight.add(request)
+        else:
+            most = max(most, len(in_flight))
+            in_flight.discard(request)
+    assert most == 2 and not in_flight
+    if "leaves_per_game" not in options:  # one leaf per game: a batch's rows count its games
+        sizes = [rows for event, _, rows in server.log if event == "send"]
+        # Groups of three games and of two; all five only when a move's fresh roots are expanded.
+        assert set(sizes) <= {1, 2, 3, 5} and sizes.count(5) == 4 and {2, 3} <= set(sizes)
+    assert served_evaluator.stats()["leaves"] == local.evaluator.stats()["leaves"]
+
+
 def test_the_job_config_decides_and_when_it_is_silent_the_node_setting_does():
     for mode in ("auto", "on", "off"):
         for gpu in (False, True):
