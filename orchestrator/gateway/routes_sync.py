@@ -20,9 +20,9 @@ from pydantic import Field
 
 from actors.naming import lookup, root_cause, sync_name
 from actors.sync_leader import SYNCS
-from orchestrator.cluster.placement import pick_training_node
 from orchestrator.errors import Conflict, NotFound, Unavailable
 from orchestrator.gateway.endpoint import Endpoint
+from orchestrator.gateway.routes_training import training_node
 from orchestrator.models import JOB_ID, NODE_ID, RequestModel
 from orchestrator.sync.manifest import FileEntry, check_pattern, select
 from orchestrator.sync.plan import PRIORITY_DEFAULT, merge_manifests
@@ -206,9 +206,7 @@ async def sync_start(node, args: SyncStartRequest, request):
 
 
 async def sync_training(node, args: SyncTrainingRequest, request):
-    target = args.node_id or pick_training_node(node.peers())
-    if target is None:
-        raise Unavailable("no alive node can take training")
+    target = training_node(node, args.node_id, "training")
     started = await node.call(node.actors.sync.sync_training.remote(
         args.board_type, target, args.sync_id or f"sync-{uuid.uuid4().hex[:12]}"))
     return {**_started(started["record"], started["created"]), "node_id": target, "board_type": args.board_type}

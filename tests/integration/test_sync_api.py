@@ -265,6 +265,14 @@ def _bad_requests(a):
     answer = _ask(a, "/sync/job_update", update)
     assert answer.status_code == 400 and answer.json()["field"] == "bytes_done"
     assert _ask(a, "/sync/job_update", {**update, "bytes_done": 1}).status_code == 404
+    # Training data goes only to a node that is known and alive (the checks training itself makes).
+    def recorded():
+        return sorted(view["sync_id"] for view in a.get("/sync/status").json()["syncs"])
+
+    syncs = recorded()
+    unknown = _ask(a, "/sync/training", {"board_type": "connect_four", "node_id": "nobody"})
+    assert unknown.status_code == 404 and unknown.json()["node_id"] == "nobody"
+    assert recorded() == syncs
 
 
 BOARD = "tic_tac_toe"
