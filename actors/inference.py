@@ -52,13 +52,14 @@ class InferenceServer:
         self.device = device or server_device(gpu)
         self.core = NetworkServer(self.device, config)
 
-    async def load(self, key: str, module_ref: list[ray.ObjectRef]) -> bool:
-        """Serve the network in the object store under `key` (a list, so Ray does not resolve it for us)."""
+    async def load(self, key: str, module_ref: list[ray.ObjectRef], precision: str = "auto") -> bool:
+        """Serve the network in the object store under `key` (a list, so Ray does not resolve it for us)
+        in `precision`."""
         if key in self.core.keys():
             return False
         loaded = await module_ref[0]
         # A checkpoint loader may hand over a checkpoint holding the module rather than the module.
-        return self.core.load(key, getattr(loaded, "model", loaded))
+        return self.core.load(key, getattr(loaded, "model", loaded), precision)
 
     async def evaluate(self, key: str, observations: np.ndarray, client: str | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
@@ -99,10 +100,12 @@ class InferenceClient:
     restarted server lost it, and counts its retries.
     """
 
-    def __init__(self, server_name: str, key: str, module_ref: ray.ObjectRef, retry_s: float = SERVER_RETRY_S) -> None:
+    def __init__(self, server_name: str, key: str, module_ref: ray.ObjectRef, precision: str = "auto",
+                 retry_s: float = SERVER_RETRY_S) -> None:
         self.server_name = server_name
         self.key = key
         self.module_ref = module_ref
+        self.precision = precision
         self.retry_s = retry_s
         self.retries = 0
         self.reloads = 0
@@ -115,7 +118,7 @@ class InferenceClient:
         return self._server
 
     def ensure_loaded(self) -> None:
-        ray.get(self._handle().load.remote(self.key, [self.module_ref]), timeout=LOAD_TIMEOUT_S)
+        ray.get(self._handle().load.remote(self.key, [self.module_ref], self.precision), timeout=LOAD_TIMEOUT_S)
 
     def __call__(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.submit(observations)()

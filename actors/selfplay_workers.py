@@ -50,7 +50,7 @@ from orchestrator.nn.serving import ServingConfig
 from orchestrator.play.games import GAMES_CONTEXT_KEY, GameCatalog
 from orchestrator.play.selfplay import GameBatch, SearchTally, SelfplayConfig, _make_agent, run_selfplay
 from orchestrator.play.served import (
-    ServedEvaluator, choose_served, place_replacement, plan_spread, plan_workers, spread_nodes,
+    ServedEvaluator, choose_served, network_key, place_replacement, plan_spread, plan_workers, spread_nodes,
 )
 
 SERVED_KINDS = ("mcts", "gumbel")
@@ -98,7 +98,9 @@ class SelfplayWorker:
     def __init__(self, config: dict[str, Any], job: WorkerJob, worker: int, server_name: str | None, key: str | None,
                  module_ref: list[ray.ObjectRef]) -> None:
         self.config = SelfplayConfig.model_validate(config, context={GAMES_CONTEXT_KEY: job.games})
-        self.client = None if server_name is None else InferenceClient(server_name, key, module_ref[0])
+        self.client = None
+        if server_name is not None:
+            self.client = InferenceClient(server_name, key, module_ref[0], self.config.precision)
         evaluator = None
         if self.client is not None:
             evaluator = ServedEvaluator(self.client, job.games.load(self.config.board_type), submit=self.client.submit)
@@ -181,7 +183,7 @@ class ServedGames:
         self.config = config
         self.ray_node_id = ray.get_runtime_context().get_node_id()
         self.job = WorkerJob(ctx.job_id, ctx.node_id, ctx.attempt, Path(ctx.data_dir), ctx.games)
-        self.key = config.agent_spec().model_id
+        self.key = network_key(config.agent_spec().model_id, config.precision)
         self.replacements = 0
         self._next_index = 0
         self._workers: dict[int, Any] = {}
@@ -227,7 +229,7 @@ class ServedGames:
         # On the CPU wherever it was loaded: the server moves it to its device.
         self.module_ref = ray.put(getattr(module, "model", module).to("cpu"))
         for name in self.server_names:
-            InferenceClient(name, self.key, self.module_ref).ensure_loaded()
+            InferenceClient(name, self.key, self.module_ref, config.precision).ensure_loaded()
         for slot in range(count):
             self._start_worker(self.ray_node_id, self.worker_cpus, self.server_names[slot % len(self.server_names)])
 

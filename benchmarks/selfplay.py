@@ -311,6 +311,7 @@ def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: P
     from actors.selfplay_workers import ServedGames
     from orchestrator.nn.serving import ServingConfig
     from orchestrator.play.selfplay import SelfplayConfig, run_selfplay
+    from orchestrator.play.served import network_key
 
     class BenchContext:  # the JobContext a job task would give: progress kept, never asked to stop
         job_id, node_id, attempt, games, device = "bench-served", "bench", 1, BUILTIN, "cpu"
@@ -327,16 +328,16 @@ def served_throughput(args: argparse.Namespace, game: pyspiel.Game, spec, net: P
              logging_level="ERROR")
     try:
         server = start_inference_server("bench", ray.get_runtime_context().get_node_id(),
-                                        ServingConfig(precision=args.precision, cpu_threads=args.threads), device=args.device)
+                                        ServingConfig(cpu_threads=args.threads), device=args.device)
         config = SelfplayConfig(board_type=args.board_type, agent=f"model:bench+mcts_{args.sims}", served=True,
                                 num_games=args.games * workers * 2, parallel_games=args.games, max_moves=args.plies,
-                                seed=args.seed, games_per_file=10_000)
+                                seed=args.seed, games_per_file=10_000, precision=args.precision)
         with tempfile.TemporaryDirectory() as data_dir:
             ctx = BenchContext(data_dir)
             games = ServedGames(config, ctx, net, workers=workers, server_names=[inference_name("bench")])
             ray.get([handle.advance.remote([]) for handle in games._workers.values()])  # started and warm
             result = run_selfplay(config, ctx, lambda c, x: games)
-        stats = ray.get(server.info.remote())["networks"]["bench"]
+        stats = ray.get(server.info.remote())["networks"][network_key("bench", args.precision)]
         ray.kill(server, no_restart=True)
     finally:
         ray.shutdown()

@@ -12,9 +12,9 @@ else is coming and the batch runs at once (a lone worker never pays the wait).
 `NetworkServer` keeps one batcher per network key (several models served at once, for example a
 tournament between two), each with its own thread for the forward pass, so that the event loop
 keeps gathering requests while the device computes. The forward pass runs in inference mode, with
-batch norms folded and activations channels-last, in the precision `serving_dtype` picks (unless
-the configured one says otherwise): bfloat16 on a GPU (float16 where the card lacks bfloat16) and
-on a CPU that computes bfloat16 in hardware, float32 on other CPUs. The in-process evaluator runs
+batch norms folded and activations channels-last, in the precision each network was loaded with
+(`auto`: what `serving_dtype` picks, bfloat16 on a GPU, float16 where the card lacks bfloat16, and
+on a CPU that computes bfloat16 in hardware, float32 on other CPUs). The in-process evaluator runs
 its network through the same `PreparedNetwork`, so for the same batch both give the same numbers.
 
 Nothing here knows who the clients are or how requests travel; the Ray actor that hosts this
@@ -28,7 +28,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Literal, get_args
 
 import numpy as np
 import torch
@@ -37,7 +37,8 @@ from orchestrator.nn.resnet import PolicyValueNet, inference_copy
 
 DEFAULT_MAX_BATCH = 1024  # rows (leaf observations) per forward pass
 DEFAULT_MAX_WAIT_S = 0.002  # how long the oldest request may wait for others to join its batch
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 CLIENT_ACTIVE_S = 1.0  # a client silent this long no longer holds a batch back
 
 Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -51,12 +52,11 @@ class UnknownNetwork(KeyError):
 class ServingConfig:
     max_batch: int = DEFAULT_MAX_BATCH
     max_wait_s: float = DEFAULT_MAX_WAIT_S
-    precision: str = "auto"  # auto: see serving_dtype
     cpu_threads: int | None = None  # torch threads for CPU forward passes; None leaves torch's setting
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or not self.max_wait_s >= 0 or self.precision not in PRECISIONS:
-            raise ValueError(f"invalid serving config {self} (precision one of {PRECISIONS})")
+        if self.max_batch < 1 or not self.max_wait_s >= 0:
+            raise ValueError(f"invalid serving config {self}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError("cpu_threads must be >= 1")
 
@@ -75,6 +75,8 @@ def cpu_computes_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
 
 def serving_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -236,11 +238,11 @@ class NetworkServer:
             torch.set_num_threads(self.config.cpu_threads)
         self._batchers: dict[str, DynamicBatcher] = {}
 
-    def load(self, key: str, module: torch.nn.Module) -> bool:
-        """Serve `module` under `key`; False (and nothing changes) when the key is already served."""
+    def load(self, key: str, module: torch.nn.Module, precision: str = "auto") -> bool:
+        """Serve `module` under `key` in `precision`; False (and nothing changes) when the key is already served."""
         if key in self._batchers:
             return False
-        network = PreparedNetwork(module, self.device, self.config.precision)
+        network = PreparedNetwork(module, self.device, precision)
         self._batchers[key] = DynamicBatcher(network, self.config.max_batch, self.config.max_wait_s)
         return True
 

@@ -84,13 +84,15 @@ class Agent(Protocol):
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What a builder may use: the game, a seed, a loader for registered models, and the device."""
+    """What a builder may use: the game, a seed, a loader for registered models, the device, and the
+    precision networks run in there (see orchestrator.nn.serving.serving_dtype)."""
 
     board_type: str
     seed: int = 0
     load_model: Callable[[str], Any] | None = None
     device: str = "cpu"
     games: GameCatalog = BUILTIN
+    precision: str = "auto"
 
 
 def _invalid(name: str, why: str) -> InvalidAgent:

@@ -215,7 +215,8 @@ class NetworkEvaluator:
 
 
 def make_evaluator(model_id: str | None, ctx: AgentContext, *, rollouts: int = 1, seed: int = 0) -> LeafEvaluator:
-    """A network evaluator for `model_id` (loaded through `ctx.load_model`, run on `ctx.device`), else rollouts.
+    """A network evaluator for `model_id` (loaded through `ctx.load_model`, run on `ctx.device` in
+    `ctx.precision`), else rollouts.
 
     The loader may return a network module or a checkpoint with `.model`.
     """
@@ -225,4 +226,4 @@ def make_evaluator(model_id: str | None, ctx: AgentContext, *, rollouts: int = 1
     if ctx.load_model is None:
         raise ValueError(f"agent needs model {model_id!r} but this context has no model loader")
     loaded = ctx.load_model(model_id)
-    return NetworkEvaluator(getattr(loaded, "model", loaded), game, device=ctx.device)
+    return NetworkEvaluator(getattr(loaded, "model", loaded), game, device=ctx.device, precision=ctx.precision)

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from orchestrator.cluster.job_types import JobContext, JobType
 from orchestrator.fileio import TEMP_SUFFIX
 from orchestrator.nn.checkpoint import load_checkpoint, model_path
-from orchestrator.nn.serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
+from orchestrator.nn.serving import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S, Precision
 from orchestrator.play.agents import DEFAULT_MODEL_SEARCH, Agent, AgentContext, AgentSpec, make_agent, parse_agent
 from orchestrator.play.games import DEFAULT_BOARD_TYPE, catalog_in
 from orchestrator.play.evaluators import LeafEvaluator
@@ -94,6 +94,11 @@ class SelfplayConfig(BaseModel):
         description="all: also play on every other alive node, a search worker per free CPU there but one (one of "
                     "two or more is left for other work; at most `workers` per node), each playing in process; the "
                     "job's node plays as `served` says",
+    )
+    precision: Precision = Field(
+        default="auto",
+        description="the network's precision, served or in process: auto is bfloat16 on a GPU (float16 where it "
+                    "lacks bfloat16) and on a CPU with bfloat16 instructions, float32 on other CPUs",
     )
     served_max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1, le=65_536,
                                   description="served: leaf rows per forward pass, if this job starts the node's server")
@@ -212,6 +217,7 @@ def _make_agent(spec: AgentSpec, config: SelfplayConfig, ctx: JobContext, evalua
     actx = AgentContext(
         board_type=config.board_type, seed=_derive_seed(config.seed, ctx.job_id, ctx.attempt, *seed_salt),
         load_model=getattr(ctx, "load_model", None) or load_from_data_dir, device=ctx.device, games=ctx.games,
+        precision=config.precision,
     )
     if spec.kind == "mcts":
         options = {"dirichlet_epsilon": SELFPLAY_DIRICHLET_EPSILON, "tree_reuse": config.tree_reuse}

@@ -4,13 +4,15 @@
 tensors here (OpenSpiel writes them straight into a numpy array), hands the float32 batch to
 `forward` (in production a call to the node's inference server, see actors/inference.py) and
 turns the raw logits and values into priors and per-seat values exactly as the in-process
-evaluator does, with the same code. Given the same batch, a server in the same precision returns the same
-numbers as the in-process network, so the search makes the same moves.
+evaluator does, with the same code. Given the same batch, a server running the network in the
+same precision returns the same numbers as the in-process network, so the search makes the same
+moves.
 
-Also here, as pure decisions that the Ray side (actors/selfplay_workers.py) applies: whether a job
-is served (`choose_served`), how many search workers it runs and what each reserves
-(`plan_workers`), and, for a job that plays on every node, which other nodes take workers and how
-many (`spread_nodes`, `plan_spread`) and where a dead worker's replacement goes (`place_replacement`).
+Also here, as pure decisions that the Ray side (actors/selfplay_workers.py) applies: the key a
+job's network is served under (`network_key`), whether a job is served (`choose_served`), how
+many search workers it runs and what each reserves (`plan_workers`), and, for a job that plays on
+every node, which other nodes take workers and how many (`spread_nodes`, `plan_spread`) and where
+a dead worker's replacement goes (`place_replacement`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ from orchestrator.play.evaluators import NetworkEvaluator
 RemoteForward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 RemoteSubmit = Callable[[np.ndarray], Callable[[], tuple[np.ndarray, np.ndarray]]]
 SERVED_MODES = ("auto", "on", "off")  # the node setting `selfplay_served`
+
+
+def network_key(model_id: str, precision: str) -> str:
+    """What a job's network is served under: jobs of one model in one precision share it, and a job
+    asking another precision gets a network of its own (`auto`, the default, keeps the bare model id)."""
+    return model_id if precision == "auto" else f"{model_id}@{precision}"
 
 
 def choose_served(job_served: bool | None, node_mode: str, node_has_gpu: bool) -> bool:

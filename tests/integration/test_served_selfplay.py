@@ -223,7 +223,10 @@ def test_a_served_selfplay_job_through_the_supervisor(gateways):
         "tic_tac_toe", BUILTIN, str(node.settings.node_dir()), model_id, 1, 8, 0), timeout=120)
     ray.get(lookup(election_name(node.node_id)).leader_write.remote(REGISTRY_KIND, model_id, doc), timeout=30)
     job_config = {"board_type": "tic_tac_toe", "agent": f"model:{model_id}+mcts_4", "num_games": 6,
-                  "parallel_games": 2, "workers": 2}
+                  "parallel_games": 2, "workers": 2, "precision": "float32"}
+    bad = node.post("/start_job", json={"job_id": f"served-bad-{suffix}", "job_type": "selfplay",
+                                        "config": {**job_config, "precision": "int8"}})
+    assert bad.status_code == 400 and "precision" in bad.text, bad.text
     started = node.post("/start_job", json={"job_id": f"served-job-{suffix}", "job_type": "selfplay", "config": job_config})
     assert started.status_code == 200, started.text
     job = wait_until(lambda: (j := node.job(f"served-job-{suffix}"))["state"] in ("completed", "failed") and j,
@@ -235,6 +238,9 @@ def test_a_served_selfplay_job_through_the_supervisor(gateways):
     assert result["complete"] and result["games_done"] == 6 and result["servers"] == 1
     server = lookup(inference_name(node.node_id))
     try:
-        assert ray.get(server.info.remote())["networks"][model_id]["rows"] == result["eval_leaves"]
+        # Served in the precision the job asked for, under a key of its own.
+        networks = ray.get(server.info.remote())["networks"]
+        assert list(networks) == [f"{model_id}@float32"]
+        assert networks[f"{model_id}@float32"]["rows"] == result["eval_leaves"]
     finally:
         ray.kill(server, no_restart=True)

@@ -16,7 +16,7 @@ from orchestrator.play.evaluators import NetworkEvaluator
 from orchestrator.play.games import BUILTIN
 from orchestrator.play.mcts import MCTSAgent, MCTSConfig
 from orchestrator.play.served import (
-    ServedEvaluator, choose_served, place_replacement, plan_spread, plan_workers, spread_nodes,
+    ServedEvaluator, choose_served, network_key, place_replacement, plan_spread, plan_workers, spread_nodes,
 )
 
 GAME = BUILTIN.load("tic_tac_toe")
@@ -186,7 +186,13 @@ def test_precision_as_asked_with_float32_answers():
     assert half[0].dtype == np.float32  # answers are float32 whatever the compute precision
     np.testing.assert_allclose(half[0], full[0], atol=0.1)
     with pytest.raises(ValueError):
-        ServingConfig(precision="int4")
+        PreparedNetwork(net, "cpu", "int4")
+    # A network is served in the precision it is loaded with; each key keeps its own.
+    server = NetworkServer("cpu")
+    assert server.load("full", net, "float32") and server.load("half", net, "bfloat16")
+    np.testing.assert_array_equal(run(server.evaluate("full", x))[0], full[0])
+    np.testing.assert_array_equal(run(server.evaluate("half", x))[0], half[0])
+    assert network_key("m1", "auto") == "m1" and network_key("m1", "float32") == "m1@float32"
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "auto"])
