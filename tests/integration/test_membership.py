@@ -10,10 +10,11 @@ def test_ray_nodes_are_peers_of_each_other(gateways):
     b = gateways.start("mem-b", gateways.ray_node_id(1), voters=["mem-a", "mem-b"])
     for node, other in ((a, "mem-b"), (b, "mem-a")):
         wait_until(lambda: node.peer_state(other) == "alive", what=f"{other} alive at {node.node_id}")
-    # The address comes from mem-b's own actor (its answer to mem-a's heartbeat), a round later.
-    peer = wait_until(lambda: next((p for p in a.status()["peers"]
-                                    if p["node_id"] == "mem-b" and p["port"] == b.settings.port), None),
-                      what="mem-b's address at mem-a")
+    # The address comes from mem-b's own actor (its answer to mem-a's heartbeat), a round later; its
+    # resources from mem-b's own heartbeats, which may come before or after that answer.
+    peer = wait_until(lambda: next((p for p in a.status()["peers"] if p["node_id"] == "mem-b"
+                                    and p["port"] == b.settings.port and "ray_cpus" in p["resources"]), None),
+                      what="mem-b's address and resources at mem-a")
     assert peer["host"] == "127.0.0.1" and peer["resources"]["ray_cpus"] > 0
     leader = wait_until(lambda: a.status()["leader_id"] == b.status()["leader_id"] and a.status()["leader_id"],
                         what="both nodes follow one leader")
