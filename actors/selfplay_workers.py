@@ -22,7 +22,8 @@ waiting for another job to end. Workers are bound round-robin to the node's serv
 (one on the CPU where the node has no GPU); a replacement takes its dead worker's server.
 
 Spread (`nodes: all`): the same coordinator also starts workers on every other alive orchestrator
-node of this node's peer view, as many per node as it has CPUs free (`plan_spread`), one CPU each.
+node of this node's peer view, as many per node as it has CPUs free (`plan_spread`), one CPU each,
+and while games are left it looks again every `NEW_NODES_LOOK_S` for nodes that joined since.
 They play in process there (rollouts, or the network loaded on that node through
 `load_model_here`, which fetches a missing model file, verified): serving stays a matter of the
 job's node. Where the job's node plays in process, the coordinator plays its share itself in a
@@ -62,6 +63,7 @@ WORKER_CALL_TIMEOUT_S = 600.0  # one move of every game of one worker; longer me
 RESOURCE_VIEW_LAG_S = 2.0
 RESOURCE_VIEW_POLL_S = 0.05
 PEER_VIEW_TIMEOUT_S = 30.0  # this node's PeerActor answering with its view of the cluster
+NEW_NODES_LOOK_S = 30.0  # how often a job that plays on every node looks for nodes that joined since
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class SelfplayWorker:
             "finished": finished, "in_flight": [g.index for g in self.games.active], **_counters(self.games),
             "server_retries": self.client.retries if self.client else 0,
             "server_reloads": self.client.reloads if self.client else 0,
+            "server_channel_batches": self.client.channel_batches if self.client else 0,
+            "server_channel_failures": self.client.channel_failures if self.client else 0,
         }
 
 
@@ -183,7 +187,8 @@ class ServedGames:
         self.config = config
         self.ray_node_id = ray.get_runtime_context().get_node_id()
         self.job = WorkerJob(ctx.job_id, ctx.node_id, ctx.attempt, Path(ctx.data_dir), ctx.games)
-        self.key = network_key(config.agent_spec().model_id, config.precision)
+        model_id = config.agent_spec().model_id
+        self.key = None if model_id is None else network_key(model_id, config.precision)
         self.replacements = 0
         self._next_index = 0
         self._workers: dict[int, Any] = {}
@@ -205,16 +210,30 @@ class ServedGames:
             self._next_index = 1  # index 0 is the in-process seed, which the local games search with
         else:
             self._start_served(config, ctx, module, workers, server_names)
+        self.games_on = {ctx.node_id: 0}
+        self._per_node = workers or config.workers
+        self._looked_s = time.monotonic()
         if config.nodes == "all":
-            others = other_nodes(ctx.node_id, self.ray_node_id)
-            free = free_cpus_per_node()
-            plan = plan_spread(workers or config.workers, {node: free.get(node, 0.0) for node in others})
-            for ray_node, count in plan.items():
-                self.node_ids[ray_node] = others[ray_node]
-                for _ in range(count):
-                    self._start_worker(ray_node, 1.0, None)
+            self._spread_to_new_nodes()
         self.count = len(self._workers)
-        self.games_on = {self.node_ids[node]: 0 for node in [self.ray_node_id, *self._node_of.values()]}
+
+    def _spread_to_new_nodes(self) -> int:
+        """Workers on the other alive nodes this job has no workers on yet and has not found unusable;
+        the number started. At the start that is every other node; later, the nodes that joined."""
+        self._looked_s = time.monotonic()
+        others = other_nodes(self.job.node_id, self.ray_node_id)
+        new = {node: name for node, name in others.items() if node not in self.node_ids and node not in self._unusable}
+        if not new:
+            return 0
+        free = free_cpus_per_node()
+        started = 0
+        for ray_node, count in plan_spread(self._per_node, {node: free.get(node, 0.0) for node in new}).items():
+            self.node_ids[ray_node] = new[ray_node]
+            self.games_on.setdefault(new[ray_node], 0)
+            for _ in range(count):
+                self._start_worker(ray_node, 1.0, None)
+            started += count
+        return started
 
     def _start_served(self, config: SelfplayConfig, ctx: JobContext, module: Any, workers: int | None,
                       server_names: list[str] | None) -> None:
@@ -253,6 +272,8 @@ class ServedGames:
         return sum(len(indices) for indices in self._assigned.values()) + (self.local.in_flight() if self.local else 0)
 
     def fill(self, remaining: deque[int]) -> None:
+        if self.config.nodes == "all" and remaining and time.monotonic() - self._looked_s >= NEW_NODES_LOOK_S:
+            self.count += self._spread_to_new_nodes()
         busy = set(self._calls.values())
         for worker, handle in self._workers.items():
             if worker in busy:
@@ -323,7 +344,7 @@ class ServedGames:
     def progress(self) -> dict[str, Any]:
         tally = SearchTally()
         calls = leaves = network_s = 0.0
-        retries = reloads = 0
+        retries = reloads = channel_batches = channel_failures = 0
         reports = list(self._reports.values()) + ([_counters(self.local)] if self.local else [])
         for report in reports:
             for name, value in report["search"].items():
@@ -334,6 +355,8 @@ class ServedGames:
             network_s += report["eval"].get("network_s", 0.0)
             retries += report.get("server_retries", 0)
             reloads += report.get("server_reloads", 0)
+            channel_batches += report.get("server_channel_batches", 0)
+            channel_failures += report.get("server_channel_failures", 0)
         elapsed = max(time.monotonic() - self._started, 1e-9)
         return {
             "in_flight": self.in_flight(), **tally.summary(),
@@ -341,7 +364,8 @@ class ServedGames:
             "eval_evals_per_s": leaves / elapsed, "eval_network_s": network_s,
             "served": bool(self.server_names), "workers": self.count, "worker_cpus": self.worker_cpus,
             "servers": len(self.server_names), "worker_replacements": self.replacements,
-            "server_retries": retries, "server_reloads": reloads, "nodes": dict(self.games_on),
+            "server_retries": retries, "server_reloads": reloads, "server_channel_batches": channel_batches,
+            "server_channel_failures": channel_failures, "nodes": dict(self.games_on),
         }
 
     def close(self) -> None:

@@ -140,6 +140,8 @@ def test_server_killed_and_restarted_while_workers_wait(server, tmp_path):
                         on_report=lambda games: ray.kill(handle, no_restart=False))
     assert result["complete"]
     assert result["server_retries"] + result["server_reloads"] >= 1, "workers saw the restart and retried"
+    assert result["server_channel_failures"] >= 1, "the kill broke the socket channel: batches went as actor calls"
+    assert result["server_channel_batches"] > 0
     assert_every_game_once(records(ctx, cfg), cfg.num_games)
     assert ray.get(handle.info.remote())["networks"]["tiny"]["rows"] > 0, "the restarted server reloaded the network"
 
@@ -236,6 +238,7 @@ def test_a_served_selfplay_job_through_the_supervisor(gateways):
     # The node's 2 CPUs: one for the job's own task, one free for a worker, however many were asked for.
     assert result["served"] and result["workers"] == 1 and result["worker_cpus"] == 1.0
     assert result["complete"] and result["games_done"] == 6 and result["servers"] == 1
+    assert result["server_channel_batches"] > 0, "workers on the server's machine use its socket channel"
     server = lookup(inference_name(node.node_id))
     try:
         # Served in the precision the job asked for, under a key of its own.

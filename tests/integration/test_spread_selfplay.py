@@ -12,6 +12,7 @@ import uuid
 import pytest
 import ray
 
+from actors import selfplay_workers
 from actors.naming import election_name, lookup, pinned
 from actors.pipeline import write_untrained
 from actors.selfplay_workers import ServedGames, node_free_cpus, run_selfplay_job
@@ -117,6 +118,31 @@ def test_workers_killed_mid_job_are_replaced_and_every_game_is_recorded_once(clu
     replacements = [node for worker, node in games._node_of.items() if worker > games.count]
     assert r2 not in games._node_of.values(), "no replacement on the node whose orchestrator went away"
     assert r1 in replacements, "a worker killed on a live node is replaced there"
+
+
+def test_a_node_that_joins_during_a_spread_job_gets_workers_and_games(gateways, tmp_path, monkeypatch):
+    prefix = f"join-{uuid.uuid4().hex[:6]}"
+    voters = [f"{prefix}-{i}" for i in range(2)]
+    home = gateways.start(voters[0], gateways.ray_node_id(0), voters=voters, lease_ttl_s=LEASE_TTL_S)
+    for i in (0, 2):  # a previous test's workers may still be ending
+        ray_node = gateways.ray_node_id(i)
+        wait_until(lambda: node_free_cpus(ray_node) >= 2, timeout_s=30, what=f"2 CPUs free on Ray node {i}")
+    monkeypatch.setattr(selfplay_workers, "NEW_NODES_LOOK_S", 0.0)  # look at every fill, not every 30 s
+    cfg, ctx = config(num_games=40), Context(tmp_path, job_id="spread-join", node_id=home.node_id)
+    seen: dict = {}
+
+    def join(games: ServedGames) -> None:
+        seen["workers_before"] = len(games._workers)
+        joined = gateways.start(voters[1], gateways.ray_node_id(2), voters=voters, lease_ttl_s=LEASE_TTL_S)
+        wait_until(lambda: home.peer_state(joined.node_id) == "alive", timeout_s=60, what="the new node alive")
+        seen["node"] = joined
+
+    result = spread_run(cfg, ctx, join)
+    assert seen["workers_before"] == 0, "alone at the start: the home node plays in process"
+    assert result["complete"] and result["games_done"] == 40
+    assert_every_game_once(records(ctx, cfg), 40)
+    assert result["workers"] == 1, "the joined node's two free CPUs: one worker, one left for other work"
+    assert result["nodes"][seen["node"].node_id] > 0, f"the joined node played: {result['nodes']}"
 
 
 def test_a_spread_network_job_through_the_supervisor_loads_the_model_on_every_node(cluster):
