@@ -212,18 +212,23 @@ def test_served_evaluator_matches_the_in_process_one_bit_for_bit_on_cpu(precisio
     assert served.stats()["leaves"] == 4
 
 
+def assert_the_same_moves(local, served, games: int, moves: int) -> None:
+    """Both agents play `games` tic-tac-toe games side by side for `moves` moves, choosing alike."""
+    boards = [[GAME.new_initial_state() for _ in range(games)] for _ in range(2)]
+    for _ in range(moves):
+        chosen = [[d.action for d in agent.select_many(states)] for agent, states in zip((local, served), boards)]
+        assert chosen[0] == chosen[1]
+        for states, actions in zip(boards, chosen):
+            for state, action in zip(states, actions):
+                state.apply_action(action)
+
+
 def test_search_makes_the_same_moves_served_and_in_process():
     net = tiny_net(5)
     config = MCTSConfig(24, leaves_per_game=2, dirichlet_epsilon=0.25, tree_reuse=True)
     local = MCTSAgent("mcts_24", NetworkEvaluator(net, GAME), config, seed=7)
     served = MCTSAgent("mcts_24", ServedEvaluator(PreparedNetwork(net), GAME), config, seed=7)
-    games = [[GAME.new_initial_state() for _ in range(4)] for _ in range(2)]
-    for _ in range(5):
-        moves = [[d.action for d in agent.select_many(states)] for agent, states in zip((local, served), games)]
-        assert moves[0] == moves[1]
-        for states, chosen in zip(games, moves):
-            for state, action in zip(states, chosen):
-                state.apply_action(action)
+    assert_the_same_moves(local, served, games=4, moves=5)
 
 
 class DeferredServer:
@@ -253,13 +258,7 @@ def test_an_asynchronous_evaluator_keeps_two_groups_of_games_in_flight_with_the_
     served_evaluator = ServedEvaluator(server.network, GAME, submit=server.submit)
     served = MCTSAgent("mcts_16", served_evaluator, config, seed=3)
     assert served_evaluator.asynchronous and not getattr(local.evaluator, "asynchronous", False)
-    games = [[GAME.new_initial_state() for _ in range(5)] for _ in range(2)]
-    for _ in range(4):
-        moves = [[d.action for d in agent.select_many(states)] for agent, states in zip((local, served), games)]
-        assert moves[0] == moves[1]
-        for states, chosen in zip(games, moves):
-            for state, action in zip(states, chosen):
-                state.apply_action(action)
+    assert_the_same_moves(local, served, games=5, moves=4)
     # Every wait found the other group's batch already sent: two requests were in flight at each.
     in_flight, most = set(), 0
     for event, request, _ in server.log:
