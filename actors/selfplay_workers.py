@@ -100,11 +100,9 @@ class SelfplayWorker:
     def __init__(self, config: dict[str, Any], job: WorkerJob, worker: int, server_name: str | None, key: str | None,
                  module_ref: list[ray.ObjectRef]) -> None:
         self.config = SelfplayConfig.model_validate(config, context={GAMES_CONTEXT_KEY: job.games})
-        self.client = None
+        self.client, evaluator = None, None
         if server_name is not None:
             self.client = InferenceClient(server_name, key, module_ref[0], self.config.precision)
-        evaluator = None
-        if self.client is not None:
             evaluator = ServedEvaluator(self.client, job.games.load(self.config.board_type), submit=self.client.submit)
         # Worker 0 searches with the in-process seed, so one worker plays exactly the in-process games.
         salt = () if worker == 0 else ("worker", worker)
