@@ -51,7 +51,7 @@ def test_tournament_ratings_history_and_reported_results(gateways):
     seen = []
     try:
         done = wait_until(lambda: seen.append(t := _tournament(follower, "ev-t1")) or (t["state"] == "finished" and t),
-                          timeout_s=120, interval_s=0.3, what="tournament finished")
+                          timeout_s=120, interval_s=0.05, what="tournament finished")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last status: {seen[-1] if seen else None}") from None
     assert done["done"] == done["total"] == 12 and done["eta_s"] is None and done["errors"] == []
